@@ -1,0 +1,1 @@
+"""Consumer framework for the tradevine.events exchange."""
