@@ -1,0 +1,88 @@
+"""Raw webhook body → the message we publish: body, routing key, properties and headers (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+
+from gateway import wire
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for `tradevine.events`; `AmqpPublisher` maps it onto AMQP properties."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    timestamp: datetime
+    headers: Mapping[str, str] = field(default_factory=dict)
+    app_id: str = wire.APP_ID_GATEWAY
+    content_type: str = wire.CONTENT_TYPE
+
+
+def parse(raw: bytes) -> object:
+    """Parse JSON with orjson; integers beyond 64 bits fall back to the standard library.
+
+    Returns the `INVALID` sentinel for anything that is not JSON.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return INVALID
+
+
+class _Invalid:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: object = _Invalid()
+
+
+def _dump(payload: dict[str, object]) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def build(raw: bytes, *, table: Mapping[int, str], received_at: datetime,
+          keep_access_token: bool = False, source: str = wire.SOURCE_WEBHOOK,
+          app_id: str = wire.APP_ID_GATEWAY, routing_key: str | None = None,
+          payload: object = None) -> Outgoing:
+    """Build the outgoing message for a verified body.
+
+    `payload` may be passed when the caller parsed `raw` already; `routing_key` overrides the table
+    (the reconciler publishes `*.reconciled`).
+    """
+    if payload is None:
+        payload = parse(raw)
+    key = routing_key or wire.routing_key(payload, table)
+    headers: dict[str, str] = {wire.H_SOURCE: source, wire.H_RECEIVED_AT: wire.utc_iso(received_at)}
+    body = raw
+    if isinstance(payload, dict):
+        org = wire.id_text(payload.get("OrganisationID"))
+        code = wire.scalar_text(payload.get("EventType"))
+        obj = wire.id_text(payload.get("EventObjectId"))
+        date = wire.scalar_text(payload.get("EventDateUtc"))
+        for name, value in ((wire.H_EVENT_TYPE, code), (wire.H_ORGANISATION_ID, org),
+                            (wire.H_OBJECT_ID, obj), (wire.H_EVENT_DATE, date)):
+            if value is not None:
+                headers[name] = value
+        headers[wire.H_EVENT_KEY] = wire.event_key(org, code, obj, date)
+        if not keep_access_token and "AccessToken" in payload:
+            body = _dump({k: v for k, v in payload.items() if k != "AccessToken"})
+    return Outgoing(routing_key=key, body=body, message_id=hashlib.sha256(raw).hexdigest(),
+                    timestamp=received_at, headers=headers, app_id=app_id)

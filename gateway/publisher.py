@@ -1,0 +1,183 @@
+"""Confirmed, persistent publishing to the topic exchange: the gateway's only I/O.
+
+`AmqpPublisher` keeps a robust connection (reconnecting on its own after a broker restart) and a pool
+of confirm channels. `publish()` returns only once RabbitMQ confirmed the message, and raises
+`BrokerUnavailable` on a lost connection, a timeout, a nack or a return. `InMemoryPublisher` stands
+in for it in unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustExchange
+from pamqp.commands import Basic
+
+from gateway import wire
+from gateway.errors import BrokerUnavailable
+from gateway.message import Outgoing
+from gateway.settings import redact_url
+
+log = logging.getLogger("gateway.publisher")
+
+
+class Publisher(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    async def publish(self, message: Outgoing) -> None: ...
+
+
+async def declare_topology(channel: aio_pika.abc.AbstractChannel, exchange: str) -> AbstractRobustExchange:
+    """Declare the topic exchange, its fanout alternate exchange and the unrouted quorum queue."""
+    unrouted = wire.unrouted_name(exchange)
+    alternate = await channel.declare_exchange(unrouted, aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(unrouted, durable=True, arguments={"x-queue-type": "quorum"})
+    await queue.bind(alternate, routing_key="")
+    main = await channel.declare_exchange(
+        exchange, aio_pika.ExchangeType.TOPIC, durable=True,
+        arguments={"alternate-exchange": unrouted})
+    return main  # type: ignore[return-value]
+
+
+def amqp_message(message: Outgoing) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers=dict(message.headers),
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.routing_key,
+        app_id=message.app_id,
+    )
+
+
+class AmqpPublisher:
+    """Publishes with confirms over a robust connection; declares the topology at start."""
+
+    def __init__(self, url: str, *, exchange: str = wire.EXCHANGE, timeout: float = 3.0,
+                 channels: int = 2, reconnect_interval: float = 1.0) -> None:
+        self.url = url
+        self.exchange_name = exchange
+        self.timeout = timeout
+        self.channel_count = max(1, channels)
+        self.reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._channels: list[AbstractRobustChannel] = []
+        self._exchanges: list[AbstractRobustExchange] = []
+        self._next: Callable[[], int] = itertools.cycle([0]).__next__
+        self._connecting: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        """Connect now if the broker answers, else keep trying in the background (503 meanwhile)."""
+        try:
+            await self._connect()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
+            self._connecting = asyncio.create_task(self._connect_until_up())
+
+    async def _connect_until_up(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconnect_interval)
+            try:
+                await self._connect()
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
+
+    async def _connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self.url, timeout=self.timeout, reconnect_interval=self.reconnect_interval,
+            client_properties={"connection_name": "tradevine-gateway"})
+        try:
+            channels = [await connection.channel(publisher_confirms=True, on_return_raises=True)
+                        for _ in range(self.channel_count)]
+            exchanges = [await declare_topology(channels[0], self.exchange_name)]
+            for channel in channels[1:]:
+                exchanges.append(await channel.get_exchange(self.exchange_name, ensure=False))  # type: ignore[arg-type]
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection, self._channels, self._exchanges = connection, channels, exchanges  # type: ignore[assignment]
+        self._next = itertools.cycle(range(len(exchanges))).__next__
+        log.info("broker_connected", extra={"url": redact_url(self.url), "exchange": self.exchange_name})
+
+    def ready(self) -> bool:
+        connection = self._connection
+        return (connection is not None and not connection.is_closed and connection.connected.is_set()
+                and bool(self._channels) and not any(c.is_closed for c in self._channels))
+
+    async def publish(self, message: Outgoing) -> None:
+        if not self.ready():
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        exchange = self._exchanges[self._next()]
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            result = await asyncio.wait_for(
+                exchange.publish(amqp_message(message), message.routing_key, mandatory=True),
+                self.timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"no confirm within {self.timeout}s") from None
+        except aiormq.exceptions.PublishError as exc:
+            raise BrokerUnavailable("message returned as unroutable") from exc
+        except aiormq.exceptions.DeliveryError as exc:
+            raise BrokerUnavailable("message nacked by the broker") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"connection lost: {type(exc).__name__}") from exc
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        if not isinstance(result, Basic.Ack):
+            raise BrokerUnavailable(f"unexpected publish result {type(result).__name__}")
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Wait for in-flight confirms (up to the publish timeout), then close."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_timeout or self.timeout)
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        self._channels, self._exchanges = [], []
+
+
+class InMemoryPublisher:
+    """Records messages instead of publishing; `fail` makes every publish raise BrokerUnavailable."""
+
+    def __init__(self) -> None:
+        self.messages: list[Outgoing] = []
+        self.fail: str | None = None
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    def ready(self) -> bool:
+        return self.started and self.fail is None
+
+    async def publish(self, message: Outgoing) -> None:
+        if self.fail is not None:
+            raise BrokerUnavailable(self.fail)
+        self.messages.append(message)

@@ -1,0 +1,162 @@
+"""Gateway settings from an environment mapping, validated once with every problem reported together.
+
+`EnvReader` is shared with the consumers and the reconciler (standard library only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from gateway import wire
+from gateway.errors import SettingsError
+
+T = TypeVar("T")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def mask(secret: str) -> str:
+    """A secret as it may appear in output: its length only."""
+    return f"<{len(secret)} chars>" if secret else "<empty>"
+
+
+class EnvReader:
+    """Reads typed values from a mapping and collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def required(self, name: str, fix: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is not set; {fix}")
+            return ""
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int, example: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not an integer; try {example}.")
+            return default
+        if not low <= number <= high:
+            self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
+            return default
+        return number
+
+    def number(self, name: str, default: float, *, low: float, high: float, example: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not a number of seconds; try {example}.")
+            return default
+        if not low <= number <= high:
+            self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
+            return default
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        self.problems.append(f"{name}={value!r} is not a boolean; use true or false.")
+        return default
+
+    def amqp_url(self, name: str = "AMQP_URL") -> str:
+        value = self.text(name, "amqp://guest:guest@localhost:5672/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            shown = value if parts.password is None else value.replace(parts.password, "***")
+            self.problems.append(
+                f"{name}={shown!r} is not an AMQP URL; try amqp://user:password@rabbitmq:5672/.")
+        return value
+
+    def check(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+def redact_url(url: str) -> str:
+    """An AMQP URL with its password replaced, for logs."""
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySettings:
+    secrets: tuple[str, ...] = field(repr=False)
+    custom_header_name: str | None = None
+    custom_header_value: str | None = field(default=None, repr=False)
+    ascii_compat: bool = True
+    event_types: Mapping[int, str] = field(default_factory=lambda: dict(wire.EVENT_TYPES))
+    amqp_url: str = field(default="amqp://guest:guest@localhost:5672/", repr=False)
+    exchange: str = wire.EXCHANGE
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 2_097_152
+    publish_timeout: float = 3.0
+    keep_access_token: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, require_secret: bool = True) -> GatewaySettings:
+        env = EnvReader(environ)
+        secret_text = (env.required("TRADEVINE_CONSUMER_SECRET",
+                                    "set it to your Tradevine API application's consumer secret "
+                                    "(several, comma-separated, during rotation).")
+                       if require_secret else env.text("TRADEVINE_CONSUMER_SECRET", ""))
+        secrets = tuple(s.strip() for s in secret_text.split(",") if s.strip())
+        header_name = env.raw("TRADEVINE_CUSTOM_HEADER_NAME")
+        header_value = env.raw("TRADEVINE_CUSTOM_HEADER_VALUE")
+        if (header_name is None) != (header_value is None):
+            env.problems.append(
+                "TRADEVINE_CUSTOM_HEADER_NAME and TRADEVINE_CUSTOM_HEADER_VALUE must be set together; "
+                "set both (as configured on the Tradevine webhook) or neither.")
+        table: dict[int, str] = dict(wire.EVENT_TYPES)
+        try:
+            table = wire.event_table(env.raw("TRADEVINE_EVENT_TYPES"))
+        except ValueError as exc:
+            env.problems.append(f"TRADEVINE_EVENT_TYPES: {exc}")
+        exchange = env.text("GATEWAY_EXCHANGE", wire.EXCHANGE)
+        settings = cls(
+            secrets=secrets,
+            custom_header_name=header_name if header_value is not None else None,
+            custom_header_value=header_value if header_name is not None else None,
+            ascii_compat=env.boolean("TRADEVINE_SIGNATURE_ASCII_COMPAT", True),
+            event_types=table,
+            amqp_url=env.amqp_url(),
+            exchange=exchange,
+            host=env.text("GATEWAY_HOST", "127.0.0.1"),
+            port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535, example=8080),
+            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 2_097_152, low=1024,
+                                       high=64 * 1024 * 1024, example=2_097_152),
+            publish_timeout=env.number("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 3.0, low=0.05, high=4.5,
+                                       example=3.0),
+            keep_access_token=env.boolean("GATEWAY_KEEP_ACCESS_TOKEN", False),
+        )
+        env.check()
+        return settings
+
+    @property
+    def secret_bytes(self) -> tuple[bytes, ...]:
+        return tuple(s.encode("utf-8") for s in self.secrets)
