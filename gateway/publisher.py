@@ -86,7 +86,7 @@ class AmqpPublisher:
         """Connect now if the broker answers, else keep trying in the background (503 meanwhile)."""
         try:
             await self._connect()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
             self._connecting = asyncio.create_task(self._connect_until_up())
 
@@ -96,7 +96,7 @@ class AmqpPublisher:
             try:
                 await self._connect()
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
 
     async def _connect(self) -> None:
@@ -112,7 +112,7 @@ class AmqpPublisher:
         except BaseException:
             await connection.close()
             raise
-        self._connection, self._channels, self._exchanges = connection, channels, exchanges  # type: ignore[assignment]
+        self._connection, self._channels, self._exchanges = connection, channels, exchanges
         self._next = itertools.cycle(range(len(exchanges))).__next__
         log.info("broker_connected", extra={"url": redact_url(self.url), "exchange": self.exchange_name})
 
@@ -131,7 +131,7 @@ class AmqpPublisher:
             result = await asyncio.wait_for(
                 exchange.publish(amqp_message(message), message.routing_key, mandatory=True),
                 self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable(f"no confirm within {self.timeout}s") from None
         except aiormq.exceptions.PublishError as exc:
             raise BrokerUnavailable("message returned as unroutable") from exc

@@ -1,0 +1,143 @@
+"""`tradevine-gateway serve | reconcile | send-test-event`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gateway import __version__, sample, wire
+from gateway.errors import SettingsError
+
+DEFAULT_URL = "http://127.0.0.1:8080/webhooks/tradevine"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradevine-gateway",
+        description="Receive Tradevine webhooks and publish them, confirmed, to RabbitMQ.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook gateway (settings from the environment)")
+    serve.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"])
+
+    reconcile_parser = commands.add_parser(
+        "reconcile", help="publish products and sales orders changed in a window (Tradevine REST API)")
+    from gateway import reconcile
+
+    reconcile.add_arguments(reconcile_parser)
+
+    send = commands.add_parser("send-test-event", help="sign and POST a realistic webhook, print the answer")
+    send.add_argument("--event", metavar="ROUTING_KEY",
+                      help="routing key to build a body for, e.g. product.created "
+                           f"(one of: {', '.join(sample.known_keys(wire.EVENT_TYPES))})")
+    send.add_argument("--file", type=Path, help="send this body instead (bytes as they are)")
+    send.add_argument("--url", default=DEFAULT_URL, help=f"gateway webhook URL (default {DEFAULT_URL})")
+    send.add_argument("--secret", help="signing secret (default: first of TRADEVINE_CONSUMER_SECRET)")
+    send.add_argument("--header", metavar="NAME=VALUE",
+                      help="custom header (default: TRADEVINE_CUSTOM_HEADER_NAME/VALUE when set)")
+    send.add_argument("--organisation-id", type=int, help="OrganisationID to put in the body")
+    send.add_argument("--object-id", type=int, help="ProductID / SalesOrderID to put in the body")
+    send.add_argument("--ascii-signature", action="store_true",
+                      help="sign the ASCII-substituted body, as Tradevine's C# sample does")
+    send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args, environ)
+    if args.command == "send-test-event":
+        return send_test_event(args, environ)
+    from gateway import reconcile
+
+    return reconcile.run(args, environ)
+
+
+def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import uvicorn
+
+    from gateway import logs
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings, redact_url
+
+    try:
+        settings = GatewaySettings.from_environ(environ)
+    except SettingsError as exc:
+        print(f"tradevine-gateway: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_level)
+    import logging
+
+    logging.getLogger("gateway.cli").info("gateway_starting", extra={
+        "host": settings.host, "port": settings.port, "amqp_url": redact_url(settings.amqp_url),
+        "exchange": settings.exchange, "secrets": len(settings.secrets),
+        "custom_header": settings.custom_header_name, "ascii_compat": settings.ascii_compat})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                access_log=False, server_header=False, log_level=args.log_level,
+                timeout_graceful_shutdown=int(settings.publish_timeout) + 2, timeout_keep_alive=30)
+    return 0
+
+
+def send_test_event(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import httpx
+
+    from gateway import signature
+    from gateway.settings import EnvReader
+
+    secret = args.secret or (environ.get("TRADEVINE_CONSUMER_SECRET") or "").split(",")[0].strip()
+    if not secret:
+        print("tradevine-gateway: no signing secret; pass --secret or set TRADEVINE_CONSUMER_SECRET.",
+              file=sys.stderr)
+        return 2
+    if (args.event is None) == (args.file is None):
+        print("tradevine-gateway: give exactly one of --event ROUTING_KEY or --file BODY.json.",
+              file=sys.stderr)
+        return 2
+    if args.file is not None:
+        try:
+            body = args.file.read_bytes()
+        except OSError as exc:
+            print(f"tradevine-gateway: cannot read --file {str(args.file)!r}: {exc.strerror}.",
+                  file=sys.stderr)
+            return 2
+    else:
+        table = wire.event_table(EnvReader(environ).raw("TRADEVINE_EVENT_TYPES"))
+        try:
+            body = sample.encode(sample.body_for(args.event, table, organisation_id=args.organisation_id,
+                                                 object_id=args.object_id))
+        except ValueError as exc:
+            print(f"tradevine-gateway: --event {exc}", file=sys.stderr)
+            return 2
+    signed = signature.dotnet_ascii(body) if args.ascii_signature else body
+    headers = {"Content-Type": "application/json",
+               "X-Tradevine-Hmac-SHA256": signature.sign(signed, secret.encode())}
+    header = args.header
+    name_env, value_env = (environ.get(f"TRADEVINE_CUSTOM_HEADER_{part}") for part in ("NAME", "VALUE"))
+    if header is None and name_env and value_env:
+        header = f"{name_env}={value_env}"
+    if header:
+        name, sep, value = header.partition("=")
+        if not sep or not name.strip():
+            print(f"tradevine-gateway: --header {header.split('=')[0]!r}=... is not NAME=VALUE.",
+                  file=sys.stderr)
+            return 2
+        headers[name.strip()] = value
+    try:
+        response = httpx.post(args.url, content=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"tradevine-gateway: POST {args.url} failed: {exc}; is the gateway running there?",
+              file=sys.stderr)
+        return 1
+    print(f"{response.status_code} {response.text}")
+    return 0 if response.is_success else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The webhook endpoint: size cap → custom header → signature → parse → publish → answer.
+
+A plain ASGI callable (no Request object per call): it runs on every event Tradevine sends.
+Nothing is published before the signature is verified, and 200 comes only after the broker's confirm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from gateway import message, signature, wire
+from gateway.errors import BrokerUnavailable
+from gateway.metrics import GatewayMetrics
+from gateway.publisher import Publisher
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway.webhook")
+
+SIGNATURE_HEADER = b"x-tradevine-hmac-sha256"
+RETRY_AFTER_SECONDS = "5"
+_JSON = (b"content-type", b"application/json")
+
+
+def _error(code: str) -> bytes:
+    return orjson.dumps({"error": code})
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    outcome: str
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+TOO_LARGE = _Answer(413, _error("body_too_large"), "body_too_large", ((b"connection", b"close"),))
+BAD_HEADER = _Answer(401, _error("invalid_custom_header"), "invalid_custom_header")
+BAD_SIGNATURE = _Answer(401, _error("invalid_signature"), "invalid_signature")
+UNAVAILABLE = _Answer(503, _error("broker_unavailable"), "broker_unavailable",
+                      ((b"retry-after", RETRY_AFTER_SECONDS.encode()),))
+
+
+class WebhookEndpoint:
+    """ASGI endpoint for `POST /webhooks/tradevine` (and the trailing-slash form)."""
+
+    def __init__(self, settings: GatewaySettings, publisher: Publisher, metrics: GatewayMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock = clock
+        self.secrets = settings.secret_bytes
+        self.max_body = settings.max_body_bytes
+        self.custom_name = (settings.custom_header_name.lower().encode("latin-1")
+                            if settings.custom_header_name else None)
+        self.custom_value = (settings.custom_header_value or "").encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.handle(scope, receive)
+        self.metrics.request(answer.outcome)
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": [_JSON, (b"content-length", str(len(answer.body)).encode()),
+                                *answer.extra_headers]})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def handle(self, scope: Scope, receive: Receive) -> _Answer:
+        length: bytes | None = None
+        offered_signature: bytes | None = None
+        offered_custom: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == SIGNATURE_HEADER:
+                offered_signature = value
+            elif name == self.custom_name:
+                offered_custom = value
+
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            log.warning("webhook_rejected", extra={"reason": "body_too_large", "content_length": int(length)})
+            return TOO_LARGE
+        body = await self._read(receive)
+        if body is None:
+            log.warning("webhook_rejected", extra={"reason": "body_too_large", "limit": self.max_body})
+            return TOO_LARGE
+
+        if self.custom_name is not None and not signature.header_ok(offered_custom, self.custom_value):
+            reason = "missing" if offered_custom is None else "mismatch"
+            log.warning("webhook_rejected", extra={"reason": f"custom_header_{reason}"})
+            return BAD_HEADER
+
+        if not signature.signature_ok(body, _text(offered_signature), secrets=self.secrets,
+                                      ascii_compat=self.settings.ascii_compat):
+            reason = "missing" if not offered_signature else "mismatch"
+            self.metrics.signature_failures.labels(reason).inc()
+            log.warning("webhook_rejected", extra={"reason": f"signature_{reason}", "bytes": len(body)})
+            return BAD_SIGNATURE
+
+        now = self.clock()
+        outgoing = message.build(body, table=self.settings.event_types,
+                                 received_at=datetime.fromtimestamp(now, UTC),
+                                 keep_access_token=self.settings.keep_access_token)
+        started = time.perf_counter()
+        try:
+            await self.publisher.publish(outgoing)
+        except BrokerUnavailable as exc:
+            log.warning("publish_failed", extra={"reason": str(exc), "message_id": outgoing.message_id,
+                                                 "routing_key": outgoing.routing_key})
+            return UNAVAILABLE
+        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        self.metrics.event(outgoing.routing_key,
+                           outgoing.headers.get(wire.H_ORGANISATION_ID), now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("webhook_accepted", extra={"message_id": outgoing.message_id,
+                                                 "routing_key": outgoing.routing_key})
+        return _Answer(200, b'{"status":"accepted","message_id":"%s"}' % outgoing.message_id.encode(),
+                       "accepted")
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the cap (the rest is never read)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                break
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
