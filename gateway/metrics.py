@@ -29,6 +29,8 @@ class GatewayMetrics:
         self.signature_failures = Counter(
             "tradevine_gateway_signature_failures", "Rejected signatures by reason.",
             ["reason"], registry=self.registry)
+        self.in_flight = Gauge("tradevine_gateway_publishes_in_flight",
+                               "Publishes waiting for the broker's confirm.", registry=self.registry)
         self.broker_up = Gauge("tradevine_gateway_broker_up", "1 when the publisher's channel is usable.",
                                registry=self.registry)
         # Pre-create the label children so every outcome is exported from the start.

@@ -107,12 +107,15 @@ class WebhookEndpoint:
                                  received_at=datetime.fromtimestamp(now, UTC),
                                  keep_access_token=self.settings.keep_access_token)
         started = time.perf_counter()
+        self.metrics.in_flight.inc()
         try:
             await self.publisher.publish(outgoing)
         except BrokerUnavailable as exc:
             log.warning("publish_failed", extra={"reason": str(exc), "message_id": outgoing.message_id,
                                                  "routing_key": outgoing.routing_key})
             return UNAVAILABLE
+        finally:
+            self.metrics.in_flight.dec()
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         self.metrics.event(outgoing.routing_key,
                            outgoing.headers.get(wire.H_ORGANISATION_ID), now)

@@ -1,0 +1,132 @@
+"""A RabbitMQ node of the test's own, for tests that stop, restart or block the broker.
+
+On a machine with Debian's `rabbitmq-server` it starts a second node on a free port (the shared broker
+is never touched); elsewhere it runs a testcontainers container (`RABBITMQ_IMAGE`). Either way
+`stop_app()`/`start_app()` restart the AMQP side of the node, which is what clients see of a broker
+restart, and `block()`/`unblock()` raise a memory alarm so the broker stops confirming publishes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, *, timeout: float, up: bool = True) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                if up:
+                    return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not come {'up' if up else 'down'} within {timeout}s")
+
+
+class ScratchBroker:
+    """A disposable RabbitMQ node; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._node: str | None = None
+        self._dir: Path | None = None
+        self._container: Any = None
+        self.port = 0
+
+    def __enter__(self) -> ScratchBroker:
+        if (RABBITMQ_BIN / "rabbitmq-server").exists() and os.geteuid() == 0:
+            self._start_local()
+        else:
+            self._start_container()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # A local node runs as the rabbitmq user, sharing its Erlang cookie with rabbitmqctl.
+    def _as_rabbitmq(self, command: str, *, timeout: float = 60) -> str:
+        assert self._dir is not None
+        env = (f"HOME=/var/lib/rabbitmq RABBITMQ_NODENAME={self._node} RABBITMQ_NODE_PORT={self.port} "
+               f"RABBITMQ_DIST_PORT={self._dist_port} RABBITMQ_MNESIA_BASE={self._dir}/mnesia "
+               f"RABBITMQ_LOG_BASE={self._dir}/log RABBITMQ_ENABLED_PLUGINS_FILE={self._dir}/enabled_plugins "
+               f"RABBITMQ_CONFIG_FILE={self._dir}/rabbitmq.conf RABBITMQ_PID_FILE={self._dir}/pid")
+        done = subprocess.run(["su", "rabbitmq", "-s", "/bin/sh", "-c", f"cd {self._dir} && env {env} {command}"],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command!r} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout
+
+    def _ctl(self, *args: str) -> None:
+        if self._container is not None:
+            code, output = self._container.exec(["rabbitmqctl", *args])
+            if code != 0:
+                raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {output!r}")
+        else:
+            self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} {' '.join(args)}")
+
+    def _start_local(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="tv-rabbit-"))
+        self.port, self._dist_port = free_port(), free_port()
+        self._node = f"tvtest-{uuid.uuid4().hex[:8]}@localhost"
+        (self._dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users.guest = false\n")
+        shutil.chown(self._dir, "rabbitmq", "rabbitmq")
+        self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmq-server -detached")
+        self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} wait {self._dir}/pid --timeout 60",
+                          timeout=90)
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _start_container(self) -> None:
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        self._container = RabbitMqContainer(os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management"))
+        self._container.start()
+        host = self._container.get_container_host_ip()
+        self.port = int(self._container.get_exposed_port(5672))
+        self.url = f"amqp://guest:guest@{host}:{self.port}/"
+
+    def stop_app(self) -> None:
+        """Stop the broker application: connections drop and new ones are refused."""
+        self._ctl("stop_app")
+
+    def start_app(self) -> None:
+        self._ctl("start_app")
+        self._ctl("await_startup")
+
+    def block(self) -> None:
+        """Raise a memory alarm: the broker blocks publishers and stops confirming."""
+        self._ctl("set_vm_memory_high_watermark", "0.000001")
+
+    def unblock(self) -> None:
+        self._ctl("set_vm_memory_high_watermark", "0.4")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.stop()
+            self._container = None
+        elif self._node is not None:
+            try:
+                self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} stop")
+            finally:
+                self._node = None
+                if self._dir is not None:
+                    shutil.rmtree(self._dir, ignore_errors=True)
