@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,15 +27,20 @@ class Outgoing:
     content_type: str = wire.CONTENT_TYPE
 
 
+# orjson turns an integer beyond 64 bits into a float; such a number has at least 20 digits.
+_LONG_DIGITS = re.compile(rb"\d{20}")
+
+
 def parse(raw: bytes) -> object:
-    """Parse JSON with orjson; integers beyond 64 bits fall back to the standard library.
+    """Parse JSON with orjson, or with the standard library (exact big integers) when it may hold one.
 
     Returns the `INVALID` sentinel for anything that is not JSON.
     """
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return INVALID
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
