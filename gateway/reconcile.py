@@ -84,11 +84,11 @@ def parse_time(text: str) -> datetime:
 def parse_utc_offset(text: str) -> timedelta:
     """`+13:00`, `-05:30`, `+12`, `UTC+1300` → a timedelta within ±14 h."""
     match = _OFFSET.match(text.strip())
-    if not match:
+    if not match or int(match.group(3) or 0) >= 60:
         raise ValueError(f"{text!r} is not a UTC offset; try +13:00 (or -05:30).")
     sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
     offset = timedelta(hours=hours, minutes=minutes)
-    if minutes >= 60 or offset > timedelta(hours=14):
+    if offset > timedelta(hours=14):
         raise ValueError(f"{text!r} is outside -14:00..+14:00; try +13:00.")
     return -offset if sign == "-" else offset
 

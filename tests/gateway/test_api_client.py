@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import orjson
 import pytest
-from oauthlib.common import Request as OAuthRequest
-from oauthlib.oauth1.rfc5849 import signature, utils
+from oauthlib.common import Request as OAuthRequest  # type: ignore[import-untyped]
+from oauthlib.oauth1.rfc5849 import signature, utils  # type: ignore[import-untyped]
 
 from gateway.api_client import (
     ApiSettings,
@@ -54,7 +54,7 @@ def signature_valid(request: httpx.Request, settings: ApiSettings = SETTINGS) ->
     oauth_request.params = signature.collect_parameters(uri_query=request.url.query.decode(),
                                                         headers={"Authorization": header})
     oauth_request.signature = oauth["oauth_signature"]
-    return (oauth["oauth_consumer_key"] == settings.consumer_key
+    return bool(oauth["oauth_consumer_key"] == settings.consumer_key
             and oauth["oauth_token"] == settings.access_token
             and oauth["oauth_signature_method"] == "HMAC-SHA1"
             and signature.verify_hmac_sha1(oauth_request, settings.consumer_secret,
@@ -164,7 +164,7 @@ async def test_a_wrong_secret_fails_verification() -> None:
 
 
 async def test_pages_are_fetched_until_total_count_is_reached() -> None:
-    objects = [{"ProductID": BIG_ID + i} for i in range(7)]
+    objects: list[dict[str, object]] = [{"ProductID": BIG_ID + i} for i in range(7)]
     seen: list[int] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
