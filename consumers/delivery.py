@@ -1,0 +1,90 @@
+"""One delivery, without a broker: guards, handler, in-process retries → an Outcome.
+
+Shared by the runner and `consumers.testing.deliver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from consumers.consumer import Consumer, Handler
+from consumers.errors import Permanent
+from consumers.event import Event
+from consumers.outcome import Outcome, decide, error_text
+from consumers.policy import RetryPolicy, Sleep
+from consumers.store import Store, Transaction, Verdict
+from consumers.topology import Topology
+
+log = logging.getLogger("consumers.delivery")
+
+
+class NoHandler(Permanent):
+    """No handler pattern of the consumer matches the routing key."""
+
+
+class Metrics:
+    """The contract's consumer metrics, in a registry of their own (one per runner)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.messages = Counter("tradevine_consumer_messages", "Deliveries by final outcome.",
+                                ["consumer", "outcome"], registry=self.registry)
+        self.handler_seconds = Histogram(
+            "tradevine_consumer_handler_seconds", "Time in the handler and its transaction, per try.",
+            ["consumer"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    def count(self, consumer: str, outcome: str) -> None:
+        self.messages.labels(consumer=consumer, outcome=outcome).inc()
+
+    def value(self, consumer: str, outcome: str) -> float:
+        found = self.registry.get_sample_value("tradevine_consumer_messages_total",
+                                               {"consumer": consumer, "outcome": outcome})
+        return found or 0.0
+
+
+@dataclass
+class Delivery:
+    """Everything one delivery needs; `sleep` is injectable so tests never wait."""
+
+    consumer: Consumer
+    store: Store
+    topology: Topology
+    policy: RetryPolicy
+    metrics: Metrics = field(default_factory=Metrics)
+    sleep: Sleep = asyncio.sleep
+
+    async def handle(self, event: Event) -> Outcome:
+        handler = self.consumer.handler_for(event.routing_key)
+        result: Verdict | BaseException
+        try:
+            async for attempt in self.policy.retrying(self.sleep):
+                with attempt:
+                    if handler is None:
+                        raise NoHandler(f"consumer {self.consumer.name!r} has no handler for "
+                                        f"{event.routing_key!r}")
+                    result = await self._try(event, handler)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            result = exc
+            log.warning("handler_failed", extra={
+                "consumer": self.consumer.name, "message_id": event.message_id,
+                "routing_key": event.routing_key, "attempt": event.attempt, "error": error_text(exc)})
+        return decide(result, attempt=event.attempt, policy=self.policy, topology=self.topology)
+
+    async def _try(self, event: Event, handler: Handler) -> Verdict:
+        async def work(tx: Transaction) -> None:
+            await handler(event, tx)
+
+        started = time.perf_counter()
+        try:
+            return await self.store.apply(event, work)
+        finally:
+            self.metrics.handler_seconds.labels(consumer=self.consumer.name).observe(
+                time.perf_counter() - started)

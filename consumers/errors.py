@@ -1,0 +1,50 @@
+"""The consumers' exceptions.
+
+    ConsumerError
+    ├── SettingsError        bad or missing CONSUMER_* variables (all listed at once)
+    ├── RegistryError        unknown consumer name, or a bad --app / entry point
+    ├── TopologyError        a queue exists with other arguments (PRECONDITION_FAILED)
+    ├── BrokerError          RabbitMQ unreachable, or a republish not confirmed
+    └── UnsupportedOperation the store cannot do what the handler asked (SQL on MemoryStore)
+
+    Permanent                raised by a handler: never retried, parked at once
+    └── MalformedEvent       the message is not a JSON object (nothing to retry)
+"""
+
+from __future__ import annotations
+
+
+class ConsumerError(Exception):
+    """Base of every error the consumer framework raises on purpose."""
+
+
+class SettingsError(ConsumerError):
+    """One or more settings are missing or malformed; the message lists each with its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class RegistryError(ConsumerError):
+    """A consumer could not be found or loaded."""
+
+
+class TopologyError(ConsumerError):
+    """A queue or exchange exists on the broker with arguments other than ours."""
+
+
+class BrokerError(ConsumerError):
+    """RabbitMQ could not be reached, or did not confirm a republish."""
+
+
+class UnsupportedOperation(ConsumerError):
+    """The store behind the transaction cannot do this."""
+
+
+class Permanent(Exception):
+    """Raise from a handler when retrying cannot help: the message is parked at once."""
+
+
+class MalformedEvent(Permanent):
+    """The message body is not a JSON object, so no handler can make sense of it."""

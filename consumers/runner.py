@@ -1,0 +1,202 @@
+"""Connect (robustly), declare, consume with bounded concurrency, act on outcomes, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
+
+from consumers.consumer import Consumer
+from consumers.delivery import Delivery, Metrics
+from consumers.errors import BrokerError, MalformedEvent
+from consumers.event import decode
+from consumers.http import HealthServer
+from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
+from consumers.policy import Sleep
+from consumers.settings import ConsumerSettings
+from consumers.store import Clock, SqliteStore, Store, utc_now
+from consumers.topology import Topology, declare
+from gateway import wire
+from gateway.settings import redact_url
+
+log = logging.getLogger("consumers.runner")
+CONFIRM_TIMEOUT = 10.0
+
+
+def topology_for(consumer: Consumer, settings: ConsumerSettings) -> Topology:
+    tiers = settings.retry_delays if settings.retry_delays is not None else consumer.retry.tiers
+    return Topology(settings.queue_name(consumer.name), settings.exchange, consumer.bindings,
+                    consumer.delivery_limit, tiers)
+
+
+class Runner:
+    """One consumer against RabbitMQ. `start()`, then `stop()` drains: nothing lost, nothing doubled."""
+
+    def __init__(self, consumer: Consumer, settings: ConsumerSettings, *, store: Store | None = None,
+                 metrics: Metrics | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = utc_now) -> None:
+        self.consumer = consumer
+        self.settings = settings
+        self.topology = topology_for(consumer, settings)
+        policy = consumer.retry.with_tiers(self.topology.tiers)
+        self.store: Store = store or SqliteStore(settings.database_path(consumer.name), schema=consumer.schema)
+        self.metrics = metrics or Metrics()
+        self.delivery = Delivery(consumer, self.store, self.topology, policy, self.metrics, sleep)
+        self.clock = clock
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._stopping = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        await self.store.open()
+        url = self.settings.amqp_url
+        try:
+            connection = await aio_pika.connect_robust(
+                url, client_properties={"connection_name": f"tradevine-consumer-{self.topology.name}"})
+        except Exception as exc:
+            await self.store.close()
+            raise BrokerError(f"cannot connect to RabbitMQ at {redact_url(url)} ({exc!r}); check AMQP_URL "
+                              "and that the broker is up.") from None
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            queue = await declare(channel, self.topology)
+            await channel.set_qos(prefetch_count=self.settings.prefetch)
+            self._tag = await queue.consume(self._on_message)
+        except BaseException:
+            await connection.close()
+            await self.store.close()
+            raise
+        self._connection, self._channel, self._queue = connection, channel, queue
+        log.info("consumer_started", extra={
+            "consumer": self.consumer.name, "queue": self.topology.queue, "exchange": self.topology.exchange,
+            "bindings": list(self.topology.bindings), "tiers": list(self.topology.tiers),
+            "delivery_limit": self.topology.delivery_limit, "prefetch": self.settings.prefetch,
+            "concurrency": self.settings.concurrency, "amqp_url": redact_url(url)})
+
+    def ready(self) -> bool:
+        connection, channel = self._connection, self._channel
+        return (not self._stopping and connection is not None and not connection.is_closed
+                and connection.connected.is_set() and channel is not None and not channel.is_closed)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight handlers finish and ack, then close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("consumer_draining", extra={"consumer": self.consumer.name, "in_flight": self._inflight})
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_seconds)
+        except TimeoutError:
+            log.warning("consumer_drain_timeout", extra={
+                "consumer": self.consumer.name, "in_flight": self._inflight,
+                "seconds": self.settings.drain_seconds})
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        await self.store.close()
+        log.info("consumer_stopped", extra={"consumer": self.consumer.name})
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            async with self._semaphore:
+                if self._stopping:  # delivered before the cancel reached the broker: hand it back
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
+                    return
+                await self._process(message)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        headers: dict[str, Any] = dict(message.headers or {})
+        try:
+            event = decode(message.body, routing_key=message.routing_key or "",
+                           exchange=message.exchange or "", message_id=message.message_id,
+                           type_=message.type, headers=headers, redelivered=bool(message.redelivered))
+        except MalformedEvent as exc:
+            outcome: Outcome = Park(self.topology.parked, error_text(exc), 1, permanent=True)
+            routing_key, message_id = message.type or message.routing_key or "", message.message_id or ""
+        else:
+            outcome = await self.delivery.handle(event)
+            routing_key, message_id = event.routing_key, event.message_id
+        ids = {"consumer": self.consumer.name, "message_id": message_id, "routing_key": routing_key}
+        if not isinstance(outcome, Done):
+            try:
+                await self._republish(message, outcome, headers, routing_key)
+            except Exception as exc:
+                log.error("republish_failed", extra={**ids, "queue": outcome.queue, "error": error_text(exc)})
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
+        try:
+            await message.ack()
+        except Exception as exc:  # the channel went away: the broker redelivers, the guards skip it
+            log.warning("ack_failed", extra={**ids, "error": error_text(exc)})
+            return
+        self.metrics.count(self.consumer.name, outcome.label)
+        if isinstance(outcome, Done):
+            log.log(logging.DEBUG if outcome.verdict == "applied" else logging.INFO,
+                    f"event_{outcome.verdict}", extra={**ids, "attempt": headers.get(wire.H_ATTEMPT, "1")})
+        elif isinstance(outcome, Park):
+            log.warning("event_parked", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
+                                               "permanent": outcome.permanent, "error": outcome.error})
+        else:
+            log.info("event_retried", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
+                                             "error": outcome.error})
+
+    async def _republish(self, message: AbstractIncomingMessage, outcome: Outcome,
+                         headers: dict[str, Any], routing_key: str) -> None:
+        assert not isinstance(outcome, Done) and self._channel is not None
+        copy = aio_pika.Message(
+            body=message.body,
+            headers=copy_headers(headers, outcome, failed_at=self.clock()),  # type: ignore[arg-type]
+            content_type=message.content_type or wire.CONTENT_TYPE,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=routing_key,
+            app_id=message.app_id,
+            correlation_id=message.correlation_id,
+        )
+        await asyncio.wait_for(
+            self._channel.default_exchange.publish(copy, routing_key=outcome.queue, mandatory=True),
+            CONFIRM_TIMEOUT)
+
+
+async def serve(consumer: Consumer, settings: ConsumerSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop` is set), with the HTTP probes when enabled."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runner = Runner(consumer, settings)
+    http = (HealthServer(settings.http_host, settings.http_port, ready=runner.ready,
+                         registry=runner.metrics.registry) if settings.http_port else None)
+    if http is not None:
+        await http.start()
+    try:
+        await runner.start()
+        await stop.wait()
+        await runner.stop()
+    finally:
+        if http is not None:
+            await http.close()

@@ -1,0 +1,1 @@
+"""The example consumer services: `inventory` (product.#) and `orders` (sales_order.#)."""

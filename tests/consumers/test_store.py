@@ -1,0 +1,136 @@
+"""Idempotency and the stale guard, in SQLite and in memory, in one transaction with the handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from consumers import MemoryStore, SqliteStore, Store, Transaction
+from consumers.errors import UnsupportedOperation
+from consumers.event import Event
+from consumers.store import date_key
+from consumers.testing import make_event
+from tests.consumers.conftest import product_body
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS seen (message_id TEXT, name TEXT);"
+
+
+def event(date: str = "2025-03-18T21:14:07.347", name: str = "a", **kwargs: object) -> Event:
+    return make_event(product_body(date, Name=name), **kwargs)  # type: ignore[arg-type]
+
+
+class Writes:
+    """A handler that writes the product name in the transaction (SQLite) or a list (memory)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def __call__(self, current: Event, tx: Transaction) -> None:
+        name = str((current.product or {}).get("Name"))
+        try:
+            await tx.execute("INSERT INTO seen VALUES (?, ?)", (current.message_id, name))
+        except UnsupportedOperation:
+            pass
+        self.names.append(name)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    chosen: Store = SqliteStore.memory(schema=SCHEMA) if request.param == "sqlite" else MemoryStore()
+    await chosen.open()
+    yield chosen
+    await chosen.close()
+
+
+async def apply(store: Store, current: Event, handler: Writes) -> str:
+    async def work(tx: Transaction) -> None:
+        await handler(current, tx)
+
+    return await store.apply(current, work)
+
+
+async def test_a_message_id_is_applied_once(store: Store) -> None:
+    handler = Writes()
+    first = event()
+    assert await apply(store, first, handler) == "applied"
+    assert await apply(store, first, handler) == "duplicate"
+    assert handler.names == ["a"]
+
+
+async def test_an_older_event_for_the_same_entity_is_stale(store: Store) -> None:
+    handler = Writes()
+    assert await apply(store, event("2025-03-18T21:00:00", "new"), handler) == "applied"
+    assert await apply(store, event("2025-03-18T20:59:59.999", "old"), handler) == "stale"
+    assert handler.names == ["new"]
+
+
+async def test_an_equal_date_is_applied(store: Store) -> None:
+    handler = Writes()
+    assert await apply(store, event("2025-03-18T21:00:00", "one"), handler) == "applied"
+    assert await apply(store, event("2025-03-18T21:00:00", "two"), handler) == "applied"
+    assert handler.names == ["one", "two"]
+
+
+async def test_another_organisation_is_another_entity(store: Store) -> None:
+    handler = Writes()
+    newer = make_event(product_body("2025-03-18T22:00:00"))
+    older_elsewhere = make_event({**product_body("2025-03-18T20:00:00"), "OrganisationID": 1})
+    assert await apply(store, newer, handler) == "applied"
+    assert await apply(store, older_elsewhere, handler) == "applied"
+
+
+async def test_an_undated_event_is_applied_and_does_not_move_the_guard(store: Store) -> None:
+    handler = Writes()
+    assert await apply(store, event("2025-03-18T21:00:00", "dated"), handler) == "applied"
+    assert await apply(store, event("0001-01-01T00:00:00", "undated"), handler) == "applied"
+    assert await apply(store, event("2025-03-18T20:00:00", "older"), handler) == "stale"
+    assert await apply(store, event("2025-03-18T21:00:01", "newer"), handler) == "applied"
+    assert handler.names == ["dated", "undated", "newer"]
+
+
+async def test_a_failing_handler_records_nothing() -> None:
+    store = SqliteStore.memory(schema=SCHEMA)
+    await store.open()
+    current = event()
+
+    async def fails(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('partial', 'x')")
+        raise OSError("disk")
+
+    with pytest.raises(OSError):
+        await store.apply(current, fails)
+    assert await store.query("SELECT * FROM seen") == []
+    assert await store.query("SELECT * FROM consumer_applied") == []
+    assert await apply(store, current, Writes()) == "applied"
+    assert await store.query("SELECT message_id FROM consumer_applied") == [(current.message_id,)]
+    await store.close()
+
+
+async def test_sqlite_keeps_the_last_date_per_entity_as_sortable_text(tmp_path: object) -> None:
+    store = SqliteStore(f"{tmp_path}/guards.sqlite3", schema=SCHEMA)
+    await store.open()
+    current = event("2025-03-18T21:14:07.3471234")
+    await apply(store, current, Writes())
+    assert await store.query("SELECT organisation_id, entity, event_date FROM consumer_entity") == [
+        ("3479979772659009354", "product:3451582911247567682", "2025-03-18T21:14:07.347123Z")]
+    assert await store.query("PRAGMA journal_mode") == [("wal",)]
+    await store.close()
+
+
+def test_date_keys_sort_in_time_order() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    early = datetime(999, 1, 1, tzinfo=UTC)
+    late = datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=13)))
+    assert date_key(early) < date_key(late) == "2024-12-31T23:00:00.000000Z"
+
+
+async def test_memory_store_has_no_sql() -> None:
+    store = MemoryStore()
+
+    async def work(tx: Transaction) -> None:
+        await tx.fetchall("SELECT 1")
+
+    with pytest.raises(UnsupportedOperation, match="SqliteStore"):
+        await store.apply(event(), work)
