@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from gateway import reconcile, wire
-from gateway.api_client import RateLimiter, TradevineClient
+from gateway.api_client import Page, RateLimiter, TradevineClient
 from gateway.errors import BrokerUnavailable, SettingsError
 from gateway.publisher import InMemoryPublisher
 from gateway.reconcile import (
@@ -379,3 +379,13 @@ def test_metrics_use_the_contract_names() -> None:
                  "tradevine_reconciler_last_run_timestamp_seconds 1.742335205e+09"):
         assert line in text.splitlines()
     assert "_created" not in text
+
+
+def test_progress_rewrites_one_line_and_ends_it_on_the_last_page() -> None:
+    stream = io.StringIO()
+    show = reconcile.terminal_progress(stream)
+    stats = reconcile.ModelStats(in_window=4)
+    show("product", Page(number=1, total_count=7, items=[]), 3, stats)
+    show("product", Page(number=3, total_count=7, items=[]), 3, stats)
+    assert stream.getvalue() == ("\rproducts: page 1/3, 4 in window   "
+                                 "\rproducts: page 3/3, 4 in window   \n")
