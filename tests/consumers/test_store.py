@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -28,10 +29,8 @@ class Writes:
 
     async def __call__(self, current: Event, tx: Transaction) -> None:
         name = str((current.product or {}).get("Name"))
-        try:
+        with contextlib.suppress(UnsupportedOperation):
             await tx.execute("INSERT INTO seen VALUES (?, ?)", (current.message_id, name))
-        except UnsupportedOperation:
-            pass
         self.names.append(name)
 
 

@@ -1,0 +1,94 @@
+"""`consumers.testing.deliver`: a whole delivery without a broker, as authors test their consumers."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers import Consumer, Done, Event, Park, Permanent, Retry, RetryPolicy, Transaction
+from consumers.delivery import Metrics
+from consumers.testing import deliver, make_event, open_store
+from tests.consumers.conftest import product_body
+
+
+def flaky(failures: int, error: type[Exception] = OSError) -> tuple[Consumer, list[str]]:
+    consumer = Consumer("stock", bindings=("product.#",), retry=RetryPolicy(attempts=3, tiers=(5, 30)))
+    calls: list[str] = []
+
+    @consumer.handler
+    async def handle(event: Event, tx: Transaction) -> None:
+        calls.append(event.message_id)
+        if len(calls) <= failures:
+            raise error(f"failure {len(calls)}")
+
+    return consumer, calls
+
+
+async def test_a_handler_that_recovers_within_the_in_process_tries_is_applied() -> None:
+    consumer, calls = flaky(2)
+    assert await deliver(consumer, make_event(product_body())) == Done("applied")
+    assert len(calls) == 3
+
+
+async def test_a_handler_still_failing_goes_to_the_first_tier_with_the_next_attempt() -> None:
+    consumer, calls = flaky(99)
+    assert await deliver(consumer, make_event(product_body())) == Retry("stock.retry.5s", 5, 2, "OSError: failure 3")
+    assert len(calls) == 3
+
+
+async def test_the_attempt_header_selects_the_tier_and_the_last_one_parks() -> None:
+    consumer, _ = flaky(99)
+    assert await deliver(consumer, make_event(product_body(), attempt=2)) == Retry(
+        "stock.retry.30s", 30, 3, "OSError: failure 3")
+    assert await deliver(consumer, make_event(product_body(), attempt=3)) == Park(
+        "stock.parked", "OSError: failure 6", 3, permanent=False)
+
+
+async def test_tiers_can_be_replaced_as_with_consumer_retry_delays() -> None:
+    consumer, _ = flaky(99)
+    assert await deliver(consumer, make_event(product_body()), tiers=(1,)) == Retry(
+        "stock.retry.1s", 1, 2, "OSError: failure 3")
+
+
+async def test_a_permanent_error_parks_at_once_without_retrying() -> None:
+    consumer, calls = flaky(99, Permanent)
+    assert await deliver(consumer, make_event(product_body())) == Park(
+        "stock.parked", "Permanent: failure 1", 1, permanent=True)
+    assert len(calls) == 1
+
+
+async def test_a_routing_key_without_handler_is_parked() -> None:
+    consumer = Consumer("stock", bindings=("product.#",))
+
+    @consumer.handler("product.created")
+    async def created(event: Event, tx: Transaction) -> None:
+        return None
+
+    outcome = await deliver(consumer, make_event(product_body(), routing_key="product.updated"))
+    assert isinstance(outcome, Park) and outcome.permanent
+    assert "no handler for 'product.updated'" in outcome.error
+
+
+async def test_a_store_shared_between_deliveries_catches_duplicates_and_counts_outcomes() -> None:
+    consumer, calls = flaky(0)
+    store = await open_store(consumer)
+    metrics = Metrics()
+    event = make_event(product_body())
+    assert await deliver(consumer, event, store=store, metrics=metrics) == Done("applied")
+    assert await deliver(consumer, event, store=store, metrics=metrics) == Done("duplicate")
+    older = make_event(product_body("2025-01-01T00:00:00"))
+    assert await deliver(consumer, older, store=store, metrics=metrics) == Done("stale")
+    assert len(calls) == 1
+    assert [metrics.value("stock", o) for o in ("applied", "duplicate", "stale")] == [1.0, 1.0, 1.0]
+    assert metrics.registry.get_sample_value("tradevine_consumer_handler_seconds_count", {"consumer": "stock"}) == 3
+    await store.close()
+
+
+def test_make_event_drops_the_access_token_and_routes_by_event_type() -> None:
+    event = make_event(product_body())
+    assert "AccessToken" not in event.body
+    assert (event.routing_key, event.source, event.attempt) == ("product.created", "webhook", 1)
+
+
+def test_make_event_refuses_a_body_that_is_not_an_object() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        make_event(b"[1]")
