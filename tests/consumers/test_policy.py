@@ -65,5 +65,5 @@ def test_with_tiers_replaces_only_the_tiers() -> None:
 @pytest.mark.parametrize("kwargs", [{"attempts": 0}, {"tiers": (0,)}, {"tiers": (1.5,)},
                                     {"first_delay": 3.0, "max_delay": 1.0}])
 def test_bad_policies_say_what_to_use(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="try|need"):
+    with pytest.raises(ValueError, match=r"try|need"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
