@@ -106,6 +106,18 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
+    async def consumers(self, queue: str) -> int:
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.consumer_count or 0)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def holds(self, queue: str, count: int) -> bool:
         return await self.count(queue) == count
 
