@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from consumers.parked import describe
-from tests.integration.consumer_helpers import Broker, ConsumerProcess, Names, body, delete_all, eventually, outgoing, rows
+from tests.integration.consumer_helpers import (
+    Broker,
+    ConsumerProcess,
+    Names,
+    body,
+    delete_all,
+    eventually,
+    outgoing,
+    rows,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 APP = "tests.integration.consumer_apps:probe"
@@ -34,6 +43,10 @@ def processes() -> Iterator[list[ConsumerProcess]]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+async def ended_or_parked(process: ConsumerProcess, broker: Broker, parked: str) -> bool:
+    return (process.process is not None and process.process.poll() is not None) or await broker.holds(parked, 1)
 
 
 class Probe:
@@ -130,8 +143,7 @@ async def test_the_delivery_limit_stops_a_crash_loop_by_parking_the_message(
             if runs == 1:
                 await eventually(lambda: broker.consumers(names.queue), what="consumer up")
                 await broker.publish(message)
-            await eventually(lambda: process.process is not None and process.process.poll() is not None
-                             or broker.holds(parked, 1), what="crash or parked")
+            await eventually(lambda p=process: ended_or_parked(p, broker, parked), what="crash or parked")
             process.stop()
         assert runs == 3 and len(probe.calls()) == 3
         found = await broker.take(parked)
