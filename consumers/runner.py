@@ -26,6 +26,7 @@ from gateway.settings import redact_url
 
 log = logging.getLogger("consumers.runner")
 CONFIRM_TIMEOUT = 10.0
+RECONNECT_SECONDS = 2.0
 
 
 def topology_for(consumer: Consumer, settings: ConsumerSettings) -> Topology:
@@ -62,7 +63,8 @@ class Runner:
         url = self.settings.amqp_url
         try:
             connection = await aio_pika.connect_robust(
-                url, client_properties={"connection_name": f"tradevine-consumer-{self.topology.name}"})
+                url, reconnect_interval=RECONNECT_SECONDS,
+                client_properties={"connection_name": f"tradevine-consumer-{self.topology.name}"})
         except Exception as exc:
             await self.store.close()
             raise BrokerError(f"cannot connect to RabbitMQ at {redact_url(url)} ({exc!r}); check AMQP_URL "
