@@ -50,6 +50,22 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, exchange: str)
     return main  # type: ignore[return-value]
 
 
+def amqp_properties(message: Outgoing) -> Basic.Properties:
+    """The AMQP properties of `message` (what `amqp_message` carries, without aio-pika's Message)."""
+    return Basic.Properties(
+        content_type=message.content_type,
+        headers=dict(message.headers),
+        delivery_mode=PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        message_type=message.routing_key,
+        app_id=message.app_id,
+    )
+
+
+PERSISTENT = 2
+
+
 def amqp_message(message: Outgoing) -> aio_pika.Message:
     return aio_pika.Message(
         body=message.body,
@@ -75,7 +91,6 @@ class AmqpPublisher:
         self.reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
         self._channels: list[AbstractRobustChannel] = []
-        self._exchanges: list[AbstractRobustExchange] = []
         self._next: Callable[[], int] = itertools.cycle([0]).__next__
         self._connecting: asyncio.Task[None] | None = None
         self._inflight = 0
@@ -106,14 +121,13 @@ class AmqpPublisher:
         try:
             channels = [await connection.channel(publisher_confirms=True, on_return_raises=True)
                         for _ in range(self.channel_count)]
-            exchanges = [await declare_topology(channels[0], self.exchange_name)]
-            for channel in channels[1:]:
-                exchanges.append(await channel.get_exchange(self.exchange_name, ensure=False))  # type: ignore[arg-type]
+            # Declared through a robust channel, so it is declared again after a reconnect.
+            await declare_topology(channels[0], self.exchange_name)
         except BaseException:
             await connection.close()
             raise
-        self._connection, self._channels, self._exchanges = connection, channels, exchanges
-        self._next = itertools.cycle(range(len(exchanges))).__next__
+        self._connection, self._channels = connection, channels
+        self._next = itertools.cycle(range(len(channels))).__next__
         log.info("broker_connected", extra={"url": redact_url(self.url), "exchange": self.exchange_name})
 
     def ready(self) -> bool:
@@ -124,13 +138,17 @@ class AmqpPublisher:
     async def publish(self, message: Outgoing) -> None:
         if not self.ready():
             raise BrokerUnavailable("not connected to RabbitMQ")
-        exchange = self._exchanges[self._next()]
+        channel = self._channels[self._next()]
         self._inflight += 1
         self._idle.clear()
+        # Straight to the underlying aiormq channel with pamqp properties: aio-pika's Message and
+        # Exchange.publish only add allocations here. asyncio.timeout, unlike wait_for, needs no task.
         try:
-            result = await asyncio.wait_for(
-                exchange.publish(amqp_message(message), message.routing_key, mandatory=True),
-                self.timeout)
+            async with asyncio.timeout(self.timeout):
+                underlay = await channel.get_underlay_channel()
+                result = await underlay.basic_publish(
+                    message.body, exchange=self.exchange_name, routing_key=message.routing_key,
+                    properties=amqp_properties(message), mandatory=True)
         except TimeoutError:
             raise BrokerUnavailable(f"no confirm within {self.timeout}s") from None
         except aiormq.exceptions.PublishError as exc:
@@ -157,7 +175,7 @@ class AmqpPublisher:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
-        self._channels, self._exchanges = [], []
+        self._channels = []
 
 
 class InMemoryPublisher:

@@ -411,13 +411,15 @@ def phase(name: str, args: argparse.Namespace, gateway_url: str, secret: str, ra
     cpu_before = cpu_seconds(gateway_pid) if gateway_pid else 0.0
     result, ids = run_loadgen(spec)
     if gateway_pid:
-        result["gateway_cpu_percent"] = round(
-            100 * (cpu_seconds(gateway_pid) - cpu_before) / (result["elapsed_s"] + args.warmup), 1)
+        used = cpu_seconds(gateway_pid) - cpu_before
+        result["gateway_cpu_percent"] = round(100 * used / (result["elapsed_s"] + args.warmup), 1)
+        result["gateway_cpu_us_per_event"] = round(1e6 * used / max(1, result["accepted_total"]))
     result["events_per_s"] = round(result["ok"] / result["elapsed_s"], 1)
     lat = result["latencies_ms"]
     print(f"{name}: {result['events_per_s']} events/s accepted, p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
           f"p99 {lat['p99']} ms, max {lat['max']} ms, errors {result['errors'] or 0}"
-          + (f", gateway CPU {result['gateway_cpu_percent']}%" if gateway_pid else ""), flush=True)
+          + (f", gateway CPU {result['gateway_cpu_percent']}% ({result['gateway_cpu_us_per_event']} us/event)"
+             if gateway_pid else ""), flush=True)
     return result, ids
 
 
