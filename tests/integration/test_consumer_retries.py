@@ -66,7 +66,9 @@ async def test_a_failing_handler_walks_every_tier_then_parks_with_error_headers_
         assert [(c[1], c[2]) for c in calls(probe_dir)] == [("1", "webhook")] * 2 + [("2", "webhook")] * 2 + [
             ("3", "webhook")] * 2
         assert {c[0] for c in calls(probe_dir)} == {message.message_id}
-        assert runner.metrics.value("probe", "retried") == 2 and runner.metrics.value("probe", "parked") == 1
+        # Counted once the ack follows the confirmed copy, a moment after the copy is visible.
+        await eventually(lambda: runner.metrics.value("probe", "parked") == 1, what="parked counted")
+        assert runner.metrics.value("probe", "retried") == 2
 
         code, out = await cli(names, amqp_url, "parked", "list", "probe")
         assert code == 0 and message.message_id[:16] in out and "OSError: probe failure on attempt 3" in out
