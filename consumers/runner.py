@@ -55,6 +55,7 @@ class Runner:
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._stopping = False
         self._inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -105,6 +106,10 @@ class Runner:
             log.warning("consumer_drain_timeout", extra={
                 "consumer": self.consumer.name, "in_flight": self._inflight,
                 "seconds": self.settings.drain_seconds})
+            # Unacked: the broker redelivers them, and the guards skip whatever did commit.
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
@@ -114,6 +119,9 @@ class Runner:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             async with self._semaphore:
                 if self._stopping:  # delivered before the cancel reached the broker: hand it back
@@ -122,6 +130,8 @@ class Runner:
                     return
                 await self._process(message)
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
@@ -134,10 +144,10 @@ class Runner:
                            type_=message.type, headers=headers, redelivered=bool(message.redelivered))
         except MalformedEvent as exc:
             outcome: Outcome = Park(self.topology.parked, error_text(exc), 1, permanent=True)
-            routing_key, message_id = message.type or message.routing_key or "", message.message_id or ""
+            routing_key, message_id, attempt = message.type or message.routing_key or "", message.message_id or "", 1
         else:
             outcome = await self.delivery.handle(event)
-            routing_key, message_id = event.routing_key, event.message_id
+            routing_key, message_id, attempt = event.routing_key, event.message_id, event.attempt
         ids = {"consumer": self.consumer.name, "message_id": message_id, "routing_key": routing_key}
         if not isinstance(outcome, Done):
             try:
@@ -155,7 +165,7 @@ class Runner:
         self.metrics.count(self.consumer.name, outcome.label)
         if isinstance(outcome, Done):
             log.log(logging.DEBUG if outcome.verdict == "applied" else logging.INFO,
-                    f"event_{outcome.verdict}", extra={**ids, "attempt": headers.get(wire.H_ATTEMPT, "1")})
+                    f"event_{outcome.verdict}", extra={**ids, "attempt": attempt})
         elif isinstance(outcome, Park):
             log.warning("event_parked", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
                                                "permanent": outcome.permanent, "error": outcome.error})

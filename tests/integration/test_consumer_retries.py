@@ -137,3 +137,17 @@ async def test_a_queue_declared_with_other_arguments_is_a_clear_error(
     text = str(raised.value)
     assert f"queue {names.queue!r} already exists with a different" in text
     assert "delete the queue" in text and "CONSUMER_QUEUE" in text
+
+
+async def test_a_handler_past_the_drain_deadline_is_cancelled_and_its_message_kept(
+        amqp_url: str, names: Names, probe_dir: Path) -> None:
+    (probe_dir / "mode").write_text("wait")
+    database = probe_dir / "p.sqlite3"
+    async with Broker(amqp_url, names) as broker:
+        runner = Runner(consumer_apps.probe, consumer_settings(amqp_url, names, database, drain_seconds=0.2))
+        await runner.start()
+        await broker.publish(outgoing(body("product.updated", date=T0)))
+        await eventually(lambda: len(calls(probe_dir)) == 1, what="handler started")
+        await runner.stop()
+        await eventually(lambda: broker.holds(names.queue, 1), what="message back in the queue")
+        assert rows(database, "SELECT * FROM probe_applied") == []
