@@ -5,7 +5,7 @@ products, in date order per product) to an exchange and queue of its own, then s
 consumer in this process (SQLite in a temporary directory) and times how fast it drains the queue.
 The last line printed is one JSON object.
 
-    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python bench/consumer_bench.py --events 5000
+    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python tests/bench/consumer_bench.py --events 5000
 """
 
 from __future__ import annotations
