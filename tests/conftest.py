@@ -44,7 +44,7 @@ def amqp_url() -> Iterator[str]:
         from testcontainers.rabbitmq import RabbitMqContainer
 
         broker = RabbitMqContainer(image).start()
-    except Exception as exc:  # noqa: BLE001 - any failure means no broker
+    except Exception as exc:
         pytest.fail(
             "Integration tests need RabbitMQ: set AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ for a "
             f"running broker, or start a Docker engine so testcontainers can run {image} ({exc!r}).")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
 from gateway import message, wire
 
-RECEIVED = datetime(2025, 3, 18, 21, 14, 8, 123000, tzinfo=timezone.utc)
+RECEIVED = datetime(2025, 3, 18, 21, 14, 8, 123000, tzinfo=UTC)
 
 
 def build(raw: bytes, **kwargs: object) -> message.Outgoing:

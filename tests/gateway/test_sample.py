@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway import cli, sample, wire
 
-MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("key", sample.known_keys(wire.EVENT_TYPES))
@@ -38,7 +38,8 @@ def test_an_overridden_table_is_followed() -> None:
 
 
 def test_an_unknown_key_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match="no event type routes to 'product.exploded'; choose one of: product.created"):
+    expected = r"no event type routes to 'product\.exploded'; choose one of: product\.created"
+    with pytest.raises(ValueError, match=expected):
         sample.body_for("product.exploded")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -40,7 +40,7 @@ def test_an_override_replaces_and_extends_the_table() -> None:
 
 @pytest.mark.parametrize("text", ["95001", "abc=product.created", "95001=Product Created", "95001=", "=x"])
 def test_a_bad_override_quotes_the_item_and_shows_the_form(text: str) -> None:
-    with pytest.raises(ValueError, match="is not CODE=routing.key; try 95011=product.archived"):
+    with pytest.raises(ValueError, match=r"is not CODE=routing\.key; try 95011=product\.archived"):
         wire.parse_event_types(text)
 
 
@@ -52,11 +52,11 @@ def test_ids_travel_as_strings(value: object, text: str | None) -> None:
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("2025-03-18T21:14:07.347", datetime(2025, 3, 18, 21, 14, 7, 347000, tzinfo=timezone.utc)),
-    ("2025-03-18T21:14:07.3471234", datetime(2025, 3, 18, 21, 14, 7, 347123, tzinfo=timezone.utc)),
-    ("2025-03-18T21:14:07Z", datetime(2025, 3, 18, 21, 14, 7, tzinfo=timezone.utc)),
-    ("2025-03-19T10:14:07+13:00", datetime(2025, 3, 18, 21, 14, 7, tzinfo=timezone.utc)),
-    ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=timezone.utc)),
+    ("2025-03-18T21:14:07.347", datetime(2025, 3, 18, 21, 14, 7, 347000, tzinfo=UTC)),
+    ("2025-03-18T21:14:07.3471234", datetime(2025, 3, 18, 21, 14, 7, 347123, tzinfo=UTC)),
+    ("2025-03-18T21:14:07Z", datetime(2025, 3, 18, 21, 14, 7, tzinfo=UTC)),
+    ("2025-03-19T10:14:07+13:00", datetime(2025, 3, 18, 21, 14, 7, tzinfo=UTC)),
+    ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=UTC)),
     ("yesterday", None), (None, None), (20250318, None)])
 def test_event_dates_parse_as_utc(value: object, expected: datetime | None) -> None:
     assert wire.parse_event_date(value) == expected
