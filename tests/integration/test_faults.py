@@ -68,8 +68,12 @@ class Load:
 
     def stop(self) -> None:
         self._stop.set()
+        self.join()
+
+    def join(self, timeout: float = 60) -> None:
+        """Wait until the senders are done (given `bodies`, when they are all sent)."""
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=timeout)
 
     def body(self) -> bytes:
         with self._lock:
