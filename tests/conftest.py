@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,17 +42,25 @@ def amqp_url() -> Iterator[str]:
         yield url
         return
     image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
+    broker = None
     try:
-        from testcontainers.rabbitmq import RabbitMqContainer
+        from testcontainers.community.rabbitmq import RabbitMqContainer
 
-        broker = RabbitMqContainer(image).start()
-    except Exception as exc:
+        broker = RabbitMqContainer(image)
+        broker.start()  # returns once a client can connect
+    except Exception as exc:  # any failure means no broker
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                broker.stop()
         pytest.fail(
-            "Integration tests need RabbitMQ: set AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ for a "
-            f"running broker, or start a Docker engine so testcontainers can run {image} ({exc!r}).")
+            "Integration tests need RabbitMQ: set AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ for a running "
+            f"broker, or start a Docker engine so testcontainers can run {image} (without Docker Hub access, "
+            f"as root on Debian: `export $(.ci/docker-rabbitmq)`). Cause: {type(exc).__name__}: {exc}",
+            pytrace=False)
     try:
-        host, port = broker.get_container_host_ip(), broker.get_exposed_port(5672)
-        yield f"amqp://guest:guest@{host}:{port}/"
+        params = broker.get_connection_params()
+        vhost = urllib.parse.quote(broker.vhost, safe="")
+        yield f"amqp://{broker.username}:{broker.password}@{params.host}:{params.port}/{vhost}"
     finally:
         broker.stop()
 
