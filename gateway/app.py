@@ -71,3 +71,13 @@ def create_app(settings: GatewaySettings, publisher: Publisher | None = None, *,
     app.state.publisher = publisher
     app.state.metrics = metrics
     return app
+
+
+def from_environ() -> Starlette:
+    """The app from the process environment: the factory each `GATEWAY_WORKERS` worker process runs."""
+    import os
+
+    from gateway import logs
+
+    logs.setup(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+    return create_app(GatewaySettings.from_environ(os.environ))

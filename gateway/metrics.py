@@ -31,11 +31,15 @@ class GatewayMetrics:
             ["reason"], registry=self.registry)
         self.in_flight = Gauge("tradevine_gateway_publishes_in_flight",
                                "Publishes waiting for the broker's confirm.", registry=self.registry)
+        # Read at scrape time: a plain int costs the hot path nothing (a Gauge takes a lock per change).
+        self.publishing = 0
+        self.in_flight.set_function(lambda: self.publishing)
         self.broker_up = Gauge("tradevine_gateway_broker_up", "1 when the publisher's channel is usable.",
                                registry=self.registry)
         # Pre-create the label children so every outcome is exported from the start.
         self._requests = {outcome: self.requests.labels(outcome) for outcome in OUTCOMES}
         self._events: dict[str, Counter] = {}
+        self._last_event: dict[str, Gauge] = {}
 
     def request(self, outcome: str) -> None:
         self._requests[outcome].inc()
@@ -46,4 +50,7 @@ class GatewayMetrics:
             child = self._events[routing_key] = self.events.labels(routing_key)
         child.inc()
         if organisation_id is not None:
-            self.last_event.labels(organisation_id).set(now)
+            gauge = self._last_event.get(organisation_id)
+            if gauge is None:
+                gauge = self._last_event[organisation_id] = self.last_event.labels(organisation_id)
+            gauge.set(now)

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aio_pika
@@ -52,7 +54,7 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, exchange: str)
 
 def amqp_properties(message: Outgoing) -> Basic.Properties:
     """The AMQP properties of `message` (what `amqp_message` carries, without aio-pika's Message)."""
-    return Basic.Properties(
+    return GatewayProperties(
         content_type=message.content_type,
         headers=dict(message.headers),
         delivery_mode=PERSISTENT,
@@ -64,6 +66,52 @@ def amqp_properties(message: Outgoing) -> Basic.Properties:
 
 
 PERSISTENT = 2
+_OURS = 0x8000 | 0x2000 | 0x1000 | 0x0080 | 0x0040 | 0x0020 | 0x0008  # the property flags set above
+_FLAGS = struct.pack(">H", _OURS)
+_PERSISTENT = bytes((PERSISTENT,))
+_LONG = struct.Struct(">I")
+_TIMESTAMP = struct.Struct(">Q")
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError("shortstr over 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+class GatewayProperties(Basic.Properties):
+    """Basic.Properties whose `marshal()` writes the gateway's own fields in one pass.
+
+    pamqp's encoder walks all fourteen properties and dispatches on each value's type; under load that
+    was a tenth of the gateway's time. This writes the same bytes (the property tests compare them
+    with pamqp's) when only the fields `amqp_properties` sets are used and every header is a string,
+    and leaves anything else to pamqp.
+    """
+
+    def marshal(self) -> bytes:
+        headers = self.headers
+        if (self.content_encoding is not None or self.priority is not None or self.correlation_id is not None
+                or self.reply_to is not None or self.expiration is not None or self.user_id is not None
+                or self.cluster_id or self.delivery_mode != PERSISTENT or not isinstance(headers, dict)
+                or not isinstance(self.timestamp, datetime) or not self.content_type or not self.message_id
+                or not self.message_type or not self.app_id):
+            return super().marshal()
+        try:
+            fields = []
+            for key in sorted(headers):
+                value = headers[key]
+                if not isinstance(value, str) or len(key.encode()) > 128:
+                    return super().marshal()
+                raw = value.encode()
+                fields.append(b"%sS%s%s" % (_short(key), _LONG.pack(len(raw)), raw))
+            table = b"".join(fields)
+            moment = self.timestamp if self.timestamp.tzinfo is not None else self.timestamp.replace(tzinfo=UTC)
+            return b"".join((_FLAGS, _short(self.content_type), _LONG.pack(len(table)), table, _PERSISTENT,
+                             _short(self.message_id), _TIMESTAMP.pack(int(moment.timestamp())),
+                             _short(self.message_type), _short(self.app_id)))
+        except ValueError:
+            return super().marshal()  # which says what is wrong
 
 
 def amqp_message(message: Outgoing) -> aio_pika.Message:
@@ -142,13 +190,14 @@ class AmqpPublisher:
         self._inflight += 1
         self._idle.clear()
         # Straight to the underlying aiormq channel with pamqp properties: aio-pika's Message and
-        # Exchange.publish only add allocations here. asyncio.timeout, unlike wait_for, needs no task.
+        # Exchange.publish only add allocations here. aiormq applies the timeout to the write and the
+        # confirm with asyncio.timeout (wait_for would cost a task per publish). The connection is up
+        # (checked above, nothing awaited since), so getting the channel does not wait.
         try:
-            async with asyncio.timeout(self.timeout):
-                underlay = await channel.get_underlay_channel()
-                result = await underlay.basic_publish(
-                    message.body, exchange=self.exchange_name, routing_key=message.routing_key,
-                    properties=amqp_properties(message), mandatory=True)
+            underlay = await channel.get_underlay_channel()
+            result = await underlay.basic_publish(
+                message.body, exchange=self.exchange_name, routing_key=message.routing_key,
+                properties=amqp_properties(message), mandatory=True, timeout=self.timeout)
         except TimeoutError:
             raise BrokerUnavailable(f"no confirm within {self.timeout}s") from None
         except aiormq.exceptions.PublishError as exc:

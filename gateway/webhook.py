@@ -107,7 +107,7 @@ class WebhookEndpoint:
                                  received_at=datetime.fromtimestamp(now, UTC),
                                  keep_access_token=self.settings.keep_access_token)
         started = time.perf_counter()
-        self.metrics.in_flight.inc()
+        self.metrics.publishing += 1
         try:
             await self.publisher.publish(outgoing)
         except BrokerUnavailable as exc:
@@ -115,7 +115,7 @@ class WebhookEndpoint:
                                                  "routing_key": outgoing.routing_key})
             return UNAVAILABLE
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.publishing -= 1
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         self.metrics.event(outgoing.routing_key,
                            outgoing.headers.get(wire.H_ORGANISATION_ID), now)

@@ -23,6 +23,7 @@ import httpx
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from gateway import wire
@@ -185,7 +186,9 @@ def check_published(body: bytes, answer: httpx.Response, published: list[Outgoin
     message = published[0]
     assert message.message_id == digest
     assert all(isinstance(v, str) for v in message.headers.values())
-    ContentHeader(0, len(message.body), amqp_properties(message)).marshal()  # pamqp would raise
+    properties = amqp_properties(message)
+    ContentHeader(0, len(message.body), properties).marshal()  # raises if AMQP cannot carry it
+    assert properties.marshal() == Basic.Properties.marshal(properties)  # the fast path writes pamqp's bytes
     payload = parse(body)
     if not isinstance(payload, dict):
         assert (message.routing_key, message.body) == ("invalid", body)
