@@ -294,8 +294,11 @@ async def delete(amqp_url: str, *, queues: tuple[str, ...] = (), exchanges: tupl
 
 
 async def limit(amqp_url: str, *, concurrency: int, seconds: float, channels: int, seed: int,
-                warmup: float) -> dict[str, Any]:
-    """Raw aio-pika: the same bodies and properties as the gateway, persistent, confirmed, mandatory."""
+                warmup: float, rate: float | None = None) -> dict[str, Any]:
+    """Raw aio-pika: the same bodies and properties as the gateway, persistent, confirmed, mandatory.
+
+    With `rate`, open loop at that rate (at most `concurrency` in flight; latency from the due time).
+    """
     import aio_pika
 
     from gateway.publisher import declare_topology
@@ -317,29 +320,52 @@ async def limit(amqp_url: str, *, concurrency: int, seconds: float, channels: in
         headers = {key: dict(build(body, table=wire.EVENT_TYPES, received_at=_now()).headers)
                    for key, body in bodies.templates}
 
-        async def publisher(index: int, deadline: float) -> None:
+        async def one(exchange: Any, started: float) -> None:
             nonlocal confirmed
+            key, body = bodies.next()
+            message = aio_pika.Message(
+                body=body, headers=dict(headers[key]), content_type=wire.CONTENT_TYPE,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=hashlib.sha256(body).hexdigest(), timestamp=_now(), type=key,
+                app_id=wire.APP_ID_GATEWAY)
+            await exchange.publish(message, key, mandatory=True)
+            if recording:
+                latencies.append(time.perf_counter() - started)
+                confirmed += 1
+
+        async def fixed_rate(per_second: float, duration: float) -> None:
+            slots = asyncio.Semaphore(concurrency)
+            start, total, sent = time.perf_counter(), int(per_second * duration), 0
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def due(index: int, at: float) -> None:
+                async with slots:
+                    await one(exchanges[index % len(exchanges)], at)
+
+            while sent < total:
+                for index in range(sent, min(total, int((time.perf_counter() - start) * per_second) + 1)):
+                    task = asyncio.create_task(due(index, start + index / per_second))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    sent = index + 1
+                await asyncio.sleep(0.0005)
+            await asyncio.gather(*tasks)
+
+        async def publisher(index: int, deadline: float) -> None:
             exchange = exchanges[index % len(exchanges)]
             while time.perf_counter() < deadline:
-                key, body = bodies.next()
-                started = time.perf_counter()
-                message = aio_pika.Message(
-                    body=body, headers=dict(headers[key]), content_type=wire.CONTENT_TYPE,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=hashlib.sha256(body).hexdigest(), timestamp=_now(), type=key,
-                    app_id=wire.APP_ID_GATEWAY)
-                await exchange.publish(message, key, mandatory=True)
-                if recording:
-                    latencies.append(time.perf_counter() - started)
-                    confirmed += 1
+                await one(exchange, time.perf_counter())
 
         if warmup > 0:
             deadline = time.perf_counter() + warmup
             await asyncio.gather(*(publisher(i, deadline) for i in range(concurrency)))
         recording = True
         started = time.perf_counter()
-        deadline = started + seconds
-        await asyncio.gather(*(publisher(i, deadline) for i in range(concurrency)))
+        if rate:
+            await fixed_rate(rate, seconds)
+        else:
+            deadline = started + seconds
+            await asyncio.gather(*(publisher(i, deadline) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
         await pool[0].queue_delete(queue_name)
         await pool[0].exchange_delete(exchange_name)
@@ -505,6 +531,15 @@ def main(argv: list[str] | None = None) -> int:
                                           args.seed + 2)
             lost += verify(amqp_url, queue, half_ids)
             results["half_rate"] = half_result
+            if not args.no_limit:
+                # The broker's own latency at that rate: what the gateway's tail is to be compared with.
+                broker_half = asyncio.run(limit(amqp_url, concurrency=args.concurrency, seconds=args.duration,
+                                                channels=args.limit_channels, seed=args.seed + 3, warmup=0,
+                                                rate=half))
+                lat = broker_half["latencies_ms"]
+                print(f"limit at half rate ({half}/s): {broker_half['events_per_s']} events/s confirmed, "
+                      f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms", flush=True)
+                results["limit_half_rate"] = broker_half
 
     gateway_rate = main_result["events_per_s"]
     limit_rate = results.get("limit", {}).get("events_per_s")
@@ -524,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         final.update({"half_rate_events_per_s": results["half_rate"]["events_per_s"],
                       "half_rate_p50_ms": results["half_rate"]["latencies_ms"]["p50"],
                       "half_rate_p99_ms": results["half_rate"]["latencies_ms"]["p99"]})
+    if "limit_half_rate" in results:
+        final["limit_half_rate_p99_ms"] = results["limit_half_rate"]["latencies_ms"]["p99"]
     if final["ratio_to_limit"] is not None:
         print(f"ratio gateway / limit: {final['ratio_to_limit']}", flush=True)
     if lost:
