@@ -74,7 +74,7 @@ def create_app(settings: GatewaySettings, publisher: Publisher | None = None, *,
 
 
 def from_environ() -> Starlette:
-    """The app from the process environment: the factory each `GATEWAY_WORKERS` worker process runs."""
+    """The app from the process environment, for another ASGI server: `uvicorn --factory gateway.app:from_environ`."""
     import os
 
     from gateway import logs

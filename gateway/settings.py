@@ -117,7 +117,6 @@ class GatewaySettings:
     max_body_bytes: int = 2_097_152
     publish_timeout: float = 3.0
     keep_access_token: bool = False
-    workers: int = 1
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, require_secret: bool = True) -> GatewaySettings:
@@ -154,7 +153,6 @@ class GatewaySettings:
             publish_timeout=env.number("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 3.0, low=0.05, high=4.5,
                                        example=3.0),
             keep_access_token=env.boolean("GATEWAY_KEEP_ACCESS_TOKEN", False),
-            workers=env.integer("GATEWAY_WORKERS", 1, low=1, high=64, example=2),
         )
         env.check()
         return settings
