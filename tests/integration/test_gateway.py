@@ -27,8 +27,19 @@ STREAMS = ("product.#", "sales_order.#")
 
 
 @pytest.fixture(scope="module")
-def exchange(amqp_url: str) -> str:
-    return f"test.gateway.{time.monotonic_ns()}"
+def exchange(amqp_url: str) -> Iterator[str]:
+    name = f"test.gateway.{time.monotonic_ns()}"
+    yield name
+    asyncio.run(_delete_topology(amqp_url, name))
+
+
+async def _delete_topology(url: str, exchange: str) -> None:
+    """Remove what the gateway declared for this module's exchange (it is declared on demand)."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(wire.unrouted_name(exchange))
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(wire.unrouted_name(exchange))
 
 
 @pytest.fixture(scope="module")
