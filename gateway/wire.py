@@ -115,6 +115,16 @@ def scalar_text(value: object) -> str | None:
     return str(value)
 
 
+def number_value(value: object) -> float | None:
+    """A JSON number as a float (quantities, totals), None for anything else."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def integer_value(value: object) -> int | None:
+    """A JSON integer (lookup codes such as Status), None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def event_key(organisation_id: str | None, code: str | None, object_id: str | None,
               event_date: str | None) -> str:
     """`org:code:object:date`, the semantic identity of an event (empty parts stay empty)."""

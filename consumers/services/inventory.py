@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from consumers import Consumer, Event, Permanent, RetryPolicy, Transaction
-from gateway.wire import id_text, scalar_text
+from gateway.wire import id_text, number_value, scalar_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -40,9 +40,6 @@ inventory = Consumer("inventory", bindings=("product.#",), delivery_limit=10, sc
                      retry=RetryPolicy(attempts=3, tiers=(5, 30, 120, 600)),
                      description="products with stock in hand, ATS, available to ship, per warehouse")
 
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _key(event: Event) -> tuple[str, str]:
@@ -89,8 +86,8 @@ async def upsert_product(tx: Transaction, event: Event, product: Mapping[str, ob
         "last_event_date = excluded.last_event_date, last_routing_key = excluded.last_routing_key, "
         "last_source = excluded.last_source",
         (organisation_id, product_id, scalar_text(product.get("Code")), scalar_text(product.get("Name")),
-         _number(product.get("QuantityInStock")), _number(product.get("QuantityAvailableToSell")),
-         _number(product.get("QuantityAvailableToShip")), int(product.get("IsArchived") is True),
+         number_value(product.get("QuantityInStock")), number_value(product.get("QuantityAvailableToSell")),
+         number_value(product.get("QuantityAvailableToShip")), int(product.get("IsArchived") is True),
          scalar_text(product.get("ModifiedDate")), event.event_date_text, event.routing_key, event.source))
     warehouses = product.get("PerWarehouseInventory")
     if not isinstance(warehouses, list):
@@ -102,7 +99,7 @@ async def upsert_product(tx: Transaction, event: Event, product: Mapping[str, ob
         "warehouse_code, quantity_in_stock, quantity_available_to_sell, quantity_available_to_ship) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(organisation_id, product_id, warehouse_id, scalar_text(w.get("WarehouseCode")),
-          _number(w.get("QuantityInStock", w.get("QuantityInStockSnapshot"))),
-          _number(w.get("QuantityAvailableToSell")), _number(w.get("QuantityAvailableToShip")))
+          number_value(w.get("QuantityInStock", w.get("QuantityInStockSnapshot"))),
+          number_value(w.get("QuantityAvailableToSell")), number_value(w.get("QuantityAvailableToShip")))
          for w in warehouses
          if isinstance(w, dict) and (warehouse_id := id_text(w.get("WarehouseID"))) is not None])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from consumers import Consumer, Event, Permanent, RetryPolicy, Transaction
-from gateway.wire import id_text, scalar_text
+from gateway.wire import id_text, integer_value, number_value, scalar_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -51,12 +51,6 @@ orders = Consumer("orders", bindings=("sales_order.#",), delivery_limit=10, sche
                   description="sales orders with status, lines and shipments")
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _integer(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _items(value: object) -> list[dict[str, object]]:
@@ -80,8 +74,8 @@ async def record_order(event: Event, tx: Transaction) -> None:
         "modified_date = excluded.modified_date, completed_date = excluded.completed_date, "
         "last_event_date = excluded.last_event_date, last_routing_key = excluded.last_routing_key, "
         "last_source = excluded.last_source",
-        (org, order_id, scalar_text(order.get("OrderNumber")), _integer(order.get("Status")),
-         scalar_text(order.get("CustomerOrderReference")), _number(order.get("GrandTotal")),
+        (org, order_id, scalar_text(order.get("OrderNumber")), integer_value(order.get("Status")),
+         scalar_text(order.get("CustomerOrderReference")), number_value(order.get("GrandTotal")),
          scalar_text(order.get("CreatedDate")), scalar_text(order.get("ModifiedDate")),
          scalar_text(order.get("CompletedDate")), event.event_date_text, event.routing_key, event.source))
     if "SalesOrderLines" in order:  # the payload is the full order: replace what we had
@@ -90,9 +84,9 @@ async def record_order(event: Event, tx: Transaction) -> None:
         await tx.executemany(
             "INSERT OR REPLACE INTO order_lines (organisation_id, sales_order_id, line_id, line_number, "
             "product_id, code, name, quantity, line_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(org, order_id, line_id, _integer(line.get("LineNumber")), id_text(line.get("ProductID")),
-              scalar_text(line.get("Code")), scalar_text(line.get("Name")), _number(line.get("Quantity")),
-              _number(line.get("LineTotal")))
+            [(org, order_id, line_id, integer_value(line.get("LineNumber")), id_text(line.get("ProductID")),
+              scalar_text(line.get("Code")), scalar_text(line.get("Name")), number_value(line.get("Quantity")),
+              number_value(line.get("LineTotal")))
              for line in _items(order.get("SalesOrderLines"))
              if (line_id := id_text(line.get("SalesOrderLineID"))) is not None])
     if "PackLists" in order:
@@ -102,7 +96,7 @@ async def record_order(event: Event, tx: Transaction) -> None:
             "INSERT OR REPLACE INTO shipments (organisation_id, sales_order_id, pack_list_id, "
             "pack_list_number, status, shipped_date, courier, tracking_reference) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(org, order_id, pack_id, scalar_text(pack.get("PackListNumber")), _integer(pack.get("Status")),
+            [(org, order_id, pack_id, scalar_text(pack.get("PackListNumber")), integer_value(pack.get("Status")),
               scalar_text(pack.get("ShippedDate")), scalar_text(pack.get("Courier")),
               scalar_text(pack.get("TrackingReference")))
              for pack in _items(order.get("PackLists"))

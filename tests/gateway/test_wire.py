@@ -71,3 +71,10 @@ def test_the_wire_module_imports_only_the_standard_library() -> None:
             "{'starlette','aio_pika','aiormq','uvicorn','orjson','prometheus_client','httpx'}); print(bad)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("value", "number", "integer"), [
+    (12, 12.0, 12), (78.5, 78.5, None), (True, None, None), ("12", None, None), (None, None, None)])
+def test_json_numbers_are_narrowed_without_accepting_booleans(value: object, number: float | None,
+                                                              integer: int | None) -> None:
+    assert (wire.number_value(value), wire.integer_value(value)) == (number, integer)
