@@ -131,8 +131,10 @@ class AmqpPublisher:
     """Publishes with confirms over a robust connection; declares the topology at start."""
 
     def __init__(self, url: str, *, exchange: str = wire.EXCHANGE, timeout: float = 3.0,
-                 channels: int = 2, reconnect_interval: float = 1.0) -> None:
+                 channels: int = 2, reconnect_interval: float = 1.0,
+                 connection_name: str = wire.APP_ID_GATEWAY) -> None:
         self.url = url
+        self.connection_name = connection_name
         self.exchange_name = exchange
         self.timeout = timeout
         self.channel_count = max(1, channels)
@@ -165,7 +167,7 @@ class AmqpPublisher:
     async def _connect(self) -> None:
         connection = await aio_pika.connect_robust(
             self.url, timeout=self.timeout, reconnect_interval=self.reconnect_interval,
-            client_properties={"connection_name": "tradevine-gateway"})
+            client_properties={"connection_name": self.connection_name})
         try:
             channels = [await connection.channel(publisher_confirms=True, on_return_raises=True)
                         for _ in range(self.channel_count)]

@@ -450,7 +450,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _connect(settings: ReconcilerSettings) -> AmqpPublisher:
     publisher = AmqpPublisher(settings.amqp_url, exchange=settings.exchange,
-                              timeout=settings.publish_timeout, channels=1)
+                              timeout=settings.publish_timeout, channels=1,
+                              connection_name=wire.APP_ID_RECONCILER)
     await publisher.start()
     if not publisher.ready():
         await publisher.close()
