@@ -26,6 +26,9 @@ from gateway import message as gateway_message
 from gateway import sample, wire
 from gateway.publisher import amqp_message, declare_topology
 
+APP = "tests.integration.consumer_apps:probe"  # the probe consumer, steered by files
+T0 = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

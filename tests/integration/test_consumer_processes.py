@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from consumers.parked import describe
 from tests.integration.consumer_helpers import (
+    APP,
+    T0,
     Broker,
     ConsumerProcess,
     Names,
     body,
-    delete_all,
     eventually,
     outgoing,
     rows,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
-APP = "tests.integration.consumer_apps:probe"
-T0 = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def names(amqp_url: str, unique: str) -> AsyncIterator[Names]:
-    chosen = Names(exchange=f"test.consumers.{unique}", queue=f"probe-{unique}")
-    yield chosen
-    await delete_all(amqp_url, chosen)
 
 
 @pytest.fixture

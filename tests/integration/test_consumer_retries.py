@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import aio_pika
@@ -17,19 +16,20 @@ from consumers.errors import TopologyError
 from consumers.runner import Runner
 from gateway import wire
 from tests.integration import consumer_apps
-from tests.integration.consumer_helpers import Broker, Names, body, delete_all, eventually, outgoing, rows, running
+from tests.integration.consumer_helpers import (
+    APP,
+    T0,
+    Broker,
+    Names,
+    body,
+    eventually,
+    outgoing,
+    rows,
+    running,
+)
 from tests.integration.consumer_helpers import settings as consumer_settings
 
 pytestmark = pytest.mark.integration
-APP = "tests.integration.consumer_apps:probe"
-T0 = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def names(amqp_url: str, unique: str) -> AsyncIterator[Names]:
-    chosen = Names(exchange=f"test.consumers.{unique}", queue=f"probe-{unique}")
-    yield chosen
-    await delete_all(amqp_url, chosen)
 
 
 @pytest.fixture
