@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -45,32 +45,25 @@ class EnvReader:
         return value
 
     def integer(self, name: str, default: int, *, low: int, high: int, example: int) -> int:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            self.problems.append(f"{name}={value!r} is not an integer; try {example}.")
-            return default
-        if not low <= number <= high:
-            self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
-            return default
-        return number
+        return self._ranged(name, default, int, "an integer", low, high, example)
 
     def number(self, name: str, default: float, *, low: float, high: float, example: float) -> float:
+        return self._ranged(name, default, float, "a number of seconds", low, high, example)
+
+    def _ranged(self, name: str, default: T, parse: Callable[[str], T], kind: str,
+                low: T, high: T, example: T) -> T:
         value = self.raw(name)
         if value is None:
             return default
         try:
-            number = float(value)
+            parsed = parse(value)
         except ValueError:
-            self.problems.append(f"{name}={value!r} is not a number of seconds; try {example}.")
+            self.problems.append(f"{name}={value!r} is not {kind}; try {example}.")
             return default
-        if not low <= number <= high:
+        if not low <= parsed <= high:  # type: ignore[operator]
             self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
             return default
-        return number
+        return parsed
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.raw(name)

@@ -62,6 +62,12 @@ class Probe:
         self.processes.append(process)
         return process
 
+    async def start_consuming(self, broker: Broker, queue: str) -> ConsumerProcess:
+        """Start a process and wait until the broker sees it consuming `queue`."""
+        process = self.start()
+        await eventually(lambda: broker.consumers(queue), what="consumer up")
+        return process
+
     def calls(self) -> list[str]:
         return lines(self.directory / "calls")
 
@@ -74,8 +80,7 @@ async def test_a_consumer_killed_mid_handler_gets_the_message_again_and_applies_
     probe = Probe(amqp_url, names, tmp_path, processes)
     probe.mode("wait")
     async with Broker(amqp_url, names) as broker:
-        first = probe.start()
-        await eventually(lambda: broker.consumers(names.queue), what="consumer up")
+        first = await probe.start_consuming(broker, names.queue)
         message = outgoing(body("product.updated", date=T0))
         await broker.publish(message)
         await eventually(lambda: len(probe.calls()) == 1, what="handler started")
@@ -97,8 +102,7 @@ async def test_sigterm_finishes_the_handler_in_flight_acks_it_and_exits_0(
     probe = Probe(amqp_url, names, tmp_path, processes)
     probe.mode("wait")
     async with Broker(amqp_url, names) as broker:
-        first = probe.start()
-        await eventually(lambda: broker.consumers(names.queue), what="consumer up")
+        first = await probe.start_consuming(broker, names.queue)
         in_flight = outgoing(body("product.updated", date=T0))
         waiting = outgoing(body("product.updated", date=T0.replace(minute=5)))
         await broker.publish(in_flight)
