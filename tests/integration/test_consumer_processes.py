@@ -40,6 +40,10 @@ async def ended_or_parked(process: ConsumerProcess, broker: Broker, parked: str)
     return (process.process is not None and process.process.poll() is not None) or await broker.holds(parked, 1)
 
 
+async def requeued_or_parked(broker: Broker, queue: str, parked: str) -> bool:
+    return await broker.holds(queue, 1) or await broker.holds(parked, 1)
+
+
 class Probe:
     """Starts probe consumer processes for one test, all sharing a database and a control directory."""
 
@@ -140,6 +144,9 @@ async def test_the_delivery_limit_stops_a_crash_loop_by_parking_the_message(
                 await broker.publish(message)
             await eventually(lambda p=process: ended_or_parked(p, broker, parked), what="crash or parked")
             process.stop()
+            # The broker returns the message to the queue or, past the limit, dead-letters it to the parking
+            # queue, a moment after the crash: decide whether to start another run only once either happened.
+            await eventually(lambda: requeued_or_parked(broker, names.queue, parked), what="requeued or parked")
         assert runs == 3 and len(probe.calls()) == 3
         found = await broker.take(parked)
         assert found is not None
