@@ -83,7 +83,7 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         "custom_header": settings.custom_header_name, "ascii_compat": settings.ascii_compat})
     options = {
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-        "server_header": False, "log_level": args.log_level, "timeout_keep_alive": 30,
+        "server_header": False, "log_level": args.log_level, "timeout_keep_alive": settings.keepalive,
         "timeout_graceful_shutdown": int(settings.publish_timeout) + 2,
         # What "auto" would pick, said outright: the C event loop and HTTP parser when installed.
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",

@@ -110,6 +110,9 @@ class GatewaySettings:
     max_body_bytes: int = 2_097_152
     publish_timeout: float = 3.0
     keep_access_token: bool = False
+    # Above ingress-nginx's 60 s upstream keep-alive: the proxy, not the gateway, closes an idle
+    # connection first, so it never sends a request down a connection the gateway is closing.
+    keepalive: float = 75.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, require_secret: bool = True) -> GatewaySettings:
@@ -146,6 +149,7 @@ class GatewaySettings:
             publish_timeout=env.number("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 3.0, low=0.05, high=4.5,
                                        example=3.0),
             keep_access_token=env.boolean("GATEWAY_KEEP_ACCESS_TOKEN", False),
+            keepalive=env.number("GATEWAY_KEEPALIVE_SECONDS", 75.0, low=1.0, high=3600.0, example=75.0),
         )
         env.check()
         return settings

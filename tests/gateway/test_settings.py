@@ -17,6 +17,16 @@ def test_defaults_follow_the_contract() -> None:
         (SECRET,), None, True, "amqp://guest:guest@localhost:5672/", "tradevine.events", "127.0.0.1", 8080,
         2_097_152, 3.0, False)
     assert s.event_types[95001] == "product.created"
+    assert s.keepalive == 75.0
+
+
+def test_keepalive_outlasts_the_ingress_upstream_keepalive_and_is_settable() -> None:
+    assert GatewaySettings.from_environ({"TRADEVINE_CONSUMER_SECRET": SECRET}).keepalive > 60
+    env = {"TRADEVINE_CONSUMER_SECRET": SECRET, "GATEWAY_KEEPALIVE_SECONDS": "90"}
+    assert GatewaySettings.from_environ(env).keepalive == 90.0
+    with pytest.raises(SettingsError) as caught:
+        GatewaySettings.from_environ({**env, "GATEWAY_KEEPALIVE_SECONDS": "0"})
+    assert caught.value.problems == ["GATEWAY_KEEPALIVE_SECONDS='0' is outside 1.0..3600.0; try 75.0."]
 
 
 def test_several_secrets_are_split_on_commas() -> None:
