@@ -49,7 +49,8 @@ def test_every_relative_link_resolves(page: Path) -> None:
 def test_the_checker_finds_broken_links(tmp_path: Path) -> None:
     (tmp_path / "other.md").write_text("## Some `code` heading, here\n", encoding="utf-8")
     page = tmp_path / "page.md"
-    page.write_text("# Title\n\n[ok](#title) [bad](#nowhere) [gone](missing.md) [there](other.md#some-code-heading-here)"
+    page.write_text("# Title\n\n[ok](#title) [bad](#nowhere) [gone](missing.md) "
+                    "[there](other.md#some-code-heading-here)"
                     " [wrong](other.md#some) [web](https://example.com/x)\n```\n[fenced](nowhere.md)\n```\n",
                     encoding="utf-8")
     assert broken_links(page) == ["#nowhere (no heading #nowhere in page.md)", "missing.md (no such file)",
