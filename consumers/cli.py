@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return parked(args, consumer, settings, out)
     except ConsumerError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2 if type(exc).__name__ in ("SettingsError", "RegistryError") else 1
+        return 2 if type(exc).__name__ in ("SettingsError", "RegistryError", "BrokerTlsError") else 1
     except KeyboardInterrupt:
         return 130
 

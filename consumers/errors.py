@@ -5,6 +5,7 @@
     ├── RegistryError        unknown consumer name, or a bad --app / entry point
     ├── TopologyError        a queue exists with other arguments (PRECONDITION_FAILED)
     ├── BrokerError          RabbitMQ unreachable, or a republish not confirmed
+    │   └── BrokerTlsError   TLS to RabbitMQ failed: wrong CA, host name or port (a setting to fix)
     └── UnsupportedOperation the store cannot do what the handler asked (SQL on MemoryStore)
 
     Permanent                raised by a handler: never retried, parked at once
@@ -36,6 +37,10 @@ class TopologyError(ConsumerError):
 
 class BrokerError(ConsumerError):
     """RabbitMQ could not be reached, or did not confirm a republish."""
+
+
+class BrokerTlsError(BrokerError):
+    """The TLS handshake with RabbitMQ failed: AMQP_URL's CA, host name or port needs fixing."""
 
 
 class UnsupportedOperation(ConsumerError):

@@ -9,11 +9,17 @@ import signal
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
 from consumers.consumer import Consumer
 from consumers.delivery import Delivery, Metrics
-from consumers.errors import BrokerError, MalformedEvent
+from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, TopologyError
 from consumers.event import decode
 from consumers.http import HealthServer
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
@@ -22,6 +28,9 @@ from consumers.settings import ConsumerSettings
 from consumers.store import Clock, SqliteStore, Store, utc_now
 from consumers.topology import Topology, declare
 from gateway import wire
+from gateway.amqp_tls import connect_error_text, tls_error
+from gateway.errors import TopologyMissing
+from gateway.publisher import ensure_topology
 from gateway.settings import redact_url
 
 log = logging.getLogger("consumers.runner")
@@ -50,6 +59,7 @@ class Runner:
         self.clock = clock
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        self._topology_channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -68,9 +78,16 @@ class Runner:
                 client_properties={"connection_name": f"tradevine-consumer-{self.topology.name}"})
         except Exception as exc:
             await self.store.close()
-            raise BrokerError(f"cannot connect to RabbitMQ at {redact_url(url)} ({exc!r}); check AMQP_URL "
-                              "and that the broker is up.") from None
+            if tls_error(exc) is not None:
+                raise BrokerTlsError(f"cannot connect to RabbitMQ at {redact_url(url)}: "
+                                     f"{connect_error_text(exc)}") from None
+            raise BrokerError(f"cannot connect to RabbitMQ at {redact_url(url)} ({connect_error_text(exc)}); "
+                              "check AMQP_URL and that the broker is up.") from None
         try:
+            try:
+                self._topology_channel = await ensure_topology(connection, self.topology.exchange)
+            except TopologyMissing as exc:
+                raise TopologyError(str(exc)) from None
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await declare(channel, self.topology)
             await channel.set_qos(prefetch_count=self.settings.prefetch)

@@ -93,24 +93,48 @@ def precondition_message(reply: str, *, queue: str, wanted: Mapping[str, object]
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    """Declare the exchange (as the gateway does), every queue and the bindings; returns queue `NAME`.
+    """Declare every queue and bind `NAME` to the exchange (which must exist: `ensure_topology`).
 
     A failed declaration closes the channel, so callers open a new one.
     """
     import aiormq
 
-    from gateway.publisher import declare_topology
-
-    exchange = await declare_topology(channel, topology.exchange)
     queues: dict[str, AbstractQueue] = {}
     for name, arguments in topology.declarations():
         try:
             queues[name] = await channel.declare_queue(name, durable=True,
                                                        arguments=arguments)  # type: ignore[arg-type]
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            reply = str(exc.args[0]) if exc.args else str(exc)
-            raise TopologyError(precondition_message(reply, queue=name, wanted=arguments)) from None
+            raise TopologyError(precondition_message(_reply(exc), queue=name, wanted=arguments)) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise TopologyError(refused_message(_reply(exc), topology)) from None
     main = queues[topology.queue]
     for key in topology.bindings:
-        await main.bind(exchange, routing_key=key)
+        try:
+            await main.bind(topology.exchange, routing_key=key)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise TopologyError(refused_message(_reply(exc), topology)) from None
     return main
+
+
+def _reply(exc: BaseException) -> str:
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+def permissions(topology: Topology) -> dict[str, str]:
+    """The narrowest RabbitMQ permissions (configure, write, read patterns) this consumer's user needs.
+
+    Its own queues; the default exchange (`amq.default`), through which it moves messages to its
+    delay tiers and parking queue; read on the exchange, to bind its queue. Nothing else: the gateway
+    declares the exchange.
+    """
+    own = f"{re.escape(topology.name)}(\\.retry\\.[0-9]+s|\\.parked)?"
+    return {"configure": f"^{own}$", "write": f"^({own}|amq\\.default)$",
+            "read": f"^({own}|{re.escape(topology.exchange)})$"}
+
+
+def refused_message(reply: str, topology: Topology) -> str:
+    """ACCESS_REFUSED while declaring or binding: say which permissions this consumer's user needs."""
+    needed = ", ".join(f"{kind} '{pattern}'" for kind, pattern in permissions(topology).items())
+    return (f"RabbitMQ refused ({reply}); this consumer's user needs {needed} "
+            "(docs/operations.md, least privilege).")

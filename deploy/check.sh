@@ -22,6 +22,7 @@ KUBERNETES_VERSIONS=(1.30.0 1.32.0)
 # them and says so with a warning; any other kind without a schema (a typo, a removed API) fails.
 KNOWN_CUSTOM_RESOURCES=(
   "RabbitmqCluster rabbitmq.com/v1beta1"
+  "Permission rabbitmq.com/v1beta1"
   "PodMonitor monitoring.coreos.com/v1"
   "ServiceMonitor monitoring.coreos.com/v1"
   "PrometheusRule monitoring.coreos.com/v1"

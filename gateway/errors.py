@@ -3,6 +3,7 @@
     GatewayError
     ├── SettingsError        bad or missing environment variables (all listed at once)
     ├── BrokerUnavailable    no confirm: connection down, timeout, nack or return → 503
+    │   └── TopologyMissing  the exchange does not exist and this broker user may not declare it
     └── ApiError             the Tradevine REST API failed (reconciler)
         └── ApiAuthError     401: the OAuth credentials were refused
 """
@@ -24,6 +25,10 @@ class SettingsError(GatewayError):
 
 class BrokerUnavailable(GatewayError):
     """The broker did not confirm the message; the sender should retry later."""
+
+
+class TopologyMissing(BrokerUnavailable):
+    """The exchange is not declared yet and this (least-privilege) broker user may not declare it."""
 
 
 class ApiError(GatewayError):

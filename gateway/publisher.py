@@ -19,11 +19,18 @@ from typing import Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustExchange
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+)
 from pamqp.commands import Basic
 
 from gateway import wire
-from gateway.errors import BrokerUnavailable
+from gateway.amqp_tls import connect_error_text, tls_error
+from gateway.errors import BrokerUnavailable, TopologyMissing
 from gateway.message import Outgoing
 from gateway.settings import redact_url
 
@@ -50,6 +57,36 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, exchange: str)
         exchange, aio_pika.ExchangeType.TOPIC, durable=True,
         arguments={"alternate-exchange": unrouted})
     return main  # type: ignore[return-value]
+
+
+async def ensure_topology(connection: AbstractConnection, exchange: str) -> AbstractChannel | None:
+    """Declare the topology, or, for a user not allowed to, check that the exchange exists.
+
+    With least privilege only the gateway's broker user may configure the exchange; a consumer's or
+    the reconciler's user gets ACCESS_REFUSED, and then a passive declare (which needs no permission)
+    checks that the gateway has declared it. Returns the channel the topology was declared on, to keep
+    open (a robust channel declares it again after a reconnect), or None when it was only checked.
+    Raises `TopologyMissing` when the exchange does not exist and this user may not declare it.
+    """
+    channel = await connection.channel()
+    try:
+        await declare_topology(channel, exchange)
+        return channel
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        refused = str(exc.args[0]) if exc.args else str(exc)
+        await channel.close()
+    check = await connection.channel()
+    try:
+        await check.declare_exchange(exchange, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise TopologyMissing(
+            f"exchange {exchange!r} does not exist and this RabbitMQ user may not declare it ({refused}); "
+            "start the gateway first (its user declares the exchange) or grant configure on it.") from None
+    finally:
+        if not check.is_closed:
+            await check.close()
+    log.debug("topology_checked", extra={"exchange": exchange, "declare_refused": refused})
+    return None
 
 
 def amqp_properties(message: Outgoing) -> Basic.Properties:
@@ -141,8 +178,10 @@ class AmqpPublisher:
         self.reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
         self._channels: list[AbstractRobustChannel] = []
+        self._topology: AbstractChannel | None = None
         self._next: Callable[[], int] = itertools.cycle([0]).__next__
         self._connecting: asyncio.Task[None] | None = None
+        self.last_error: str | None = None  # why the last connection attempt failed, in one line
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -152,8 +191,14 @@ class AmqpPublisher:
         try:
             await self._connect()
         except Exception as exc:
-            log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
+            self._connect_failed(exc)
             self._connecting = asyncio.create_task(self._connect_until_up())
+
+    def _connect_failed(self, exc: Exception) -> None:
+        self.last_error = connect_error_text(exc)
+        # A TLS failure is a configuration problem (wrong CA, host name): an error, not a warning.
+        level = logging.ERROR if tls_error(exc) is not None else logging.WARNING
+        log.log(level, "broker_connect_failed", extra={"url": redact_url(self.url), "error": self.last_error})
 
     async def _connect_until_up(self) -> None:
         while True:
@@ -162,21 +207,22 @@ class AmqpPublisher:
                 await self._connect()
                 return
             except Exception as exc:
-                log.warning("broker_connect_failed", extra={"url": redact_url(self.url), "error": repr(exc)})
+                self._connect_failed(exc)
 
     async def _connect(self) -> None:
         connection = await aio_pika.connect_robust(
             self.url, timeout=self.timeout, reconnect_interval=self.reconnect_interval,
             client_properties={"connection_name": self.connection_name})
         try:
+            # Declared through a robust channel, so it is declared again after a reconnect (or, for
+            # a user that may only publish, checked once).
+            self._topology = await ensure_topology(connection, self.exchange_name)
             channels = [await connection.channel(publisher_confirms=True, on_return_raises=True)
                         for _ in range(self.channel_count)]
-            # Declared through a robust channel, so it is declared again after a reconnect.
-            await declare_topology(channels[0], self.exchange_name)
         except BaseException:
             await connection.close()
             raise
-        self._connection, self._channels = connection, channels
+        self._connection, self._channels, self.last_error = connection, channels, None
         self._next = itertools.cycle(range(len(channels))).__next__
         log.info("broker_connected", extra={"url": redact_url(self.url), "exchange": self.exchange_name})
 
@@ -226,7 +272,7 @@ class AmqpPublisher:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
-        self._channels = []
+        self._channels, self._topology = [], None
 
 
 class InMemoryPublisher:

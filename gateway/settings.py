@@ -11,6 +11,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from gateway import wire
+from gateway.amqp_tls import tls_problems
 from gateway.errors import SettingsError
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ class EnvReader:
             shown = value if parts.password is None else value.replace(parts.password, "***")
             self.problems.append(
                 f"{name}={shown!r} is not an AMQP URL; try amqp://user:password@rabbitmq:5672/.")
+        self.problems.extend(tls_problems(value, name))
         return value
 
     def check(self) -> None:

@@ -28,7 +28,7 @@ from consumers.services.inventory import inventory
 from consumers.settings import ConsumerSettings
 from consumers.topology import declare
 from gateway import message, sample, wire
-from gateway.publisher import amqp_message
+from gateway.publisher import amqp_message, ensure_topology
 
 KEYS = ("product.created", "product.updated", "product.inventory.warehouse_stock_updated",
         "product.inventory.ats_updated", "product.updated", "product.inventory.ats_updated", "product.deleted")
@@ -84,6 +84,7 @@ async def main(count: int, url: str, prefetch: int, concurrency: int) -> dict[st
         try:
             connection = await aio_pika.connect(url)
             async with connection:
+                await ensure_topology(connection, settings.exchange)
                 await declare(await connection.channel(), topology_for(inventory, settings))
             outgoing = events(count)
             publish_seconds = await publish(url, settings.exchange, outgoing)

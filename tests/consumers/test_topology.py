@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from consumers.topology import PARKED_DELIVERY_LIMIT, Topology, precondition_message
+import re
+
+from consumers.topology import PARKED_DELIVERY_LIMIT, Topology, permissions, precondition_message, refused_message
 
 TOPOLOGY = Topology("orders", "tradevine.events", ("sales_order.#",), 10, (5, 30, 5))
 
@@ -43,3 +45,21 @@ def test_a_precondition_failure_names_queue_argument_and_fix() -> None:
 def test_an_unexpected_reply_is_still_explained() -> None:
     message = precondition_message("PRECONDITION_FAILED - something new", queue="orders", wanted={})
     assert "'orders'" in message and "something new" in message
+
+
+def test_the_permissions_cover_its_own_queues_and_nothing_of_another_consumer() -> None:
+    allowed = {kind: re.compile(pattern) for kind, pattern in permissions(TOPOLOGY).items()}
+    own = ["orders", "orders.parked", "orders.retry.5s", "orders.retry.30s"]
+    others = ["inventory", "orders2", "orders.retry.5s.x", "xorders", "tradevine.events.unrouted", "amq.topic"]
+    for kind in ("configure", "write", "read"):
+        assert all(allowed[kind].fullmatch(name) for name in own), kind
+        assert not any(allowed[kind].search(name) for name in others), kind
+    assert not allowed["configure"].search("tradevine.events") and not allowed["write"].search("tradevine.events")
+    assert allowed["write"].search("amq.default") and allowed["read"].search("tradevine.events")
+
+
+def test_a_refusal_names_the_permissions_needed() -> None:
+    text = refused_message("ACCESS_REFUSED - access to queue 'orders' in vhost '/' refused for user 'x'", TOPOLOGY)
+    assert text.startswith("RabbitMQ refused (ACCESS_REFUSED - access to queue 'orders'")
+    assert "configure '^orders(\\.retry\\.[0-9]+s|\\.parked)?$'" in text
+    assert "read '^(orders(\\.retry\\.[0-9]+s|\\.parked)?|tradevine\\.events)$'" in text

@@ -4,11 +4,14 @@ On a machine with Debian's `rabbitmq-server` it starts a second node on a free p
 is never touched); elsewhere it runs a testcontainers container (`RABBITMQ_IMAGE`). Either way
 `stop_app()`/`start_app()` restart the AMQP side of the node, which is what clients see of a broker
 restart, and `block()`/`unblock()` raise a memory alarm so the broker stops confirming publishes.
+`ScratchBroker(tls=...)` also opens a TLS listener (`tls_url`, amqps://) with the given certificate
+(local nodes only); `ctl(...)` runs any rabbitmqctl command against the node.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -16,7 +19,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.integration.tls import ServerCertificate
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -45,8 +51,11 @@ def wait_for_port(host: str, port: int, *, timeout: float, up: bool = True) -> N
 class ScratchBroker:
     """A disposable RabbitMQ node; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ServerCertificate | None = None) -> None:
         self.url = ""
+        self.tls = tls
+        self.tls_url = ""
+        self.tls_port = 0
         self._node: str | None = None
         self._dir: Path | None = None
         self._container: Any = None
@@ -75,27 +84,47 @@ class ScratchBroker:
             raise RuntimeError(f"{command!r} failed ({done.returncode}): {done.stderr[-2000:]}")
         return done.stdout
 
-    def _ctl(self, *args: str) -> None:
+    def ctl(self, *args: str) -> str:
+        """Run `rabbitmqctl ARGS` against this node; its output."""
+        if self._container is not None:
+            return self._ctl(*args)
+        return self._ctl(*(shlex.quote(a) for a in args))  # through a shell, as the rabbitmq user
+
+    def _ctl(self, *args: str) -> str:
         if self._container is not None:
             code, output = self._container.exec(["rabbitmqctl", *args])
             if code != 0:
                 raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {output!r}")
-        else:
-            self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} {' '.join(args)}")
+            return output.decode() if isinstance(output, bytes) else str(output)
+        return self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} {' '.join(args)}")
 
     def _start_local(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="tv-rabbit-"))
         self.port, self._dist_port = free_port(), free_port()
         self._node = f"tvtest-{uuid.uuid4().hex[:8]}@localhost"
-        (self._dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users.guest = false\n")
+        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users.guest = false\n"
+        if self.tls is not None:
+            self.tls_port = free_port()
+            files = {kind: self._dir / f"server-{kind}.pem" for kind in ("ca", "cert", "key")}
+            for kind, path in files.items():  # the node runs as rabbitmq: it needs its own readable copies
+                shutil.copyfile(getattr(self.tls, kind), path)
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+            config += (f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                       f"ssl_options.cacertfile = {files['ca']}\nssl_options.certfile = {files['cert']}\n"
+                       f"ssl_options.keyfile = {files['key']}\n"
+                       "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+        (self._dir / "rabbitmq.conf").write_text(config)
         shutil.chown(self._dir, "rabbitmq", "rabbitmq")
         self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmq-server -detached")
         self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmqctl -n {self._node} wait {self._dir}/pid --timeout 60",
                           timeout=90)
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        if self.tls is not None:
+            self.tls_url = f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     def _start_container(self) -> None:
+        if self.tls is not None:
+            raise RuntimeError("a TLS listener needs a local rabbitmq-server (run as root), not a container")
         from testcontainers.rabbitmq import RabbitMqContainer
 
         self._container = RabbitMqContainer(os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management"))
