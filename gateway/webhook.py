@@ -40,7 +40,14 @@ class _Answer:
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-TOO_LARGE = _Answer(413, _error("body_too_large"), "body_too_large", ((b"connection", b"close"),))
+# A 413 for a body whose declared length is within DISCARD_FACTOR times the cap keeps the connection:
+# the server discards the rest as it arrives (never stored). A proxy such as nginx sends the whole
+# body before it reads the answer; closing with the body half-sent breaks its pipe and it answers 502
+# instead of our 413. Larger declared bodies, and streamed ones past the cap, are cut off: read no
+# further, close.
+DISCARD_FACTOR = 4
+TOO_LARGE = _Answer(413, _error("body_too_large"), "body_too_large")
+TOO_LARGE_CLOSE = _Answer(413, _error("body_too_large"), "body_too_large", ((b"connection", b"close"),))
 BAD_HEADER = _Answer(401, _error("invalid_custom_header"), "invalid_custom_header")
 BAD_SIGNATURE = _Answer(401, _error("invalid_signature"), "invalid_signature")
 UNAVAILABLE = _Answer(503, _error("broker_unavailable"), "broker_unavailable",
@@ -84,11 +91,11 @@ class WebhookEndpoint:
 
         if length is not None and length.isdigit() and int(length) > self.max_body:
             log.warning("webhook_rejected", extra={"reason": "body_too_large", "content_length": int(length)})
-            return TOO_LARGE
+            return TOO_LARGE if int(length) <= self.max_body * DISCARD_FACTOR else TOO_LARGE_CLOSE
         body = await self._read(receive)
         if body is None:
             log.warning("webhook_rejected", extra={"reason": "body_too_large", "limit": self.max_body})
-            return TOO_LARGE
+            return TOO_LARGE_CLOSE
 
         if self.custom_name is not None and not signature.header_ok(offered_custom, self.custom_value):
             reason = "missing" if offered_custom is None else "mismatch"
