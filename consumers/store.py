@@ -206,10 +206,12 @@ class SqliteStore:
 
     async def apply(self, event: Event, work: Work) -> Verdict:
         async with self._lock:
-            verdict = await self.call(lambda c: self._begin(c, event))
-            if verdict is not None:
-                return verdict
             try:
+                # Cancelled while BEGIN runs on the store's thread, the transaction it opens must still be
+                # rolled back: the except clause below queues that rollback right behind it.
+                verdict = await self.call(lambda c: self._begin(c, event))
+                if verdict is not None:
+                    return verdict
                 await work(_SqliteTransaction(self))
                 now = self.clock()
                 await self.call(lambda c: self._record(c, event, now))

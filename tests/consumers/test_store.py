@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +137,31 @@ async def test_memory_store_has_no_sql() -> None:
 
     with pytest.raises(UnsupportedOperation, match="SqliteStore"):
         await store.apply(event(), work)
+
+
+async def test_a_task_cancelled_while_begin_is_running_leaves_no_open_transaction(tmp_path: Path) -> None:
+    """A channel closing under load cancels the delivery task while `BEGIN IMMEDIATE` runs on the store's
+    thread. The transaction that BEGIN then opens must be rolled back, or every later event fails with
+    'cannot start a transaction within a transaction'."""
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, schema=SCHEMA)
+    await store.open()
+    begun = threading.Event()
+    await store.call(lambda c: c.set_trace_callback(lambda sql: begun.set() if sql == "BEGIN IMMEDIATE" else None))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock, so the store's BEGIN waits inside SQLite
+    try:
+        cancelled = asyncio.create_task(apply(store, event(name="cancelled"), Writes()))
+        assert await asyncio.get_running_loop().run_in_executor(None, begun.wait, 10.0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    finally:
+        blocker.execute("ROLLBACK")  # the store's BEGIN now completes, after its task is gone
+        blocker.close()
+    handler = Writes()
+    assert await apply(store, event(name="next"), handler) == "applied"
+    assert handler.names == ["next"]
+    assert await store.query("SELECT name FROM seen") == [("next",)]
+    assert not await store.call(lambda c: c.in_transaction)
+    await store.close()
