@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumers.consumer import Consumer, Handler
-from consumers.errors import Permanent
+from consumers.errors import HandlerTimeout, Permanent
 from consumers.event import Event
 from consumers.outcome import Outcome, decide, error_text
 from consumers.policy import RetryPolicy, Sleep
@@ -83,8 +83,16 @@ class Delivery:
             await handler(event, tx)
 
         started = time.perf_counter()
+        limit = asyncio.timeout(self.policy.handler_timeout)
         try:
-            return await self.store.apply(event, work)
+            async with limit:
+                return await self.store.apply(event, work)
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
+            raise HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took longer "
+                                 f"than {self.policy.handler_timeout:g}s and was rolled back; make it faster or raise "
+                                 "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS") from exc
         finally:
             self.metrics.handler_seconds.labels(consumer=self.consumer.name).observe(
                 time.perf_counter() - started)

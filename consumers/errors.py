@@ -6,7 +6,8 @@
     ├── TopologyError        a queue exists with other arguments (PRECONDITION_FAILED)
     ├── BrokerError          RabbitMQ unreachable, or a republish not confirmed
     │   └── BrokerTlsError   TLS to RabbitMQ failed: wrong CA, host name or port (a setting to fix)
-    └── UnsupportedOperation the store cannot do what the handler asked (SQL on MemoryStore)
+    ├── UnsupportedOperation the store cannot do what the handler asked (SQL on MemoryStore)
+    └── HandlerTimeout       a handler ran past its time limit (retried like any failure)
 
     Permanent                raised by a handler: never retried, parked at once
     └── MalformedEvent       the message is not a JSON object (nothing to retry)
@@ -45,6 +46,11 @@ class BrokerTlsError(BrokerError):
 
 class UnsupportedOperation(ConsumerError):
     """The store behind the transaction cannot do this."""
+
+
+class HandlerTimeout(ConsumerError):
+    """A handler ran past `RetryPolicy.handler_timeout` (CONSUMER_HANDLER_TIMEOUT_SECONDS); its transaction
+    was rolled back and the try counts as failed."""
 
 
 class Permanent(Exception):

@@ -21,7 +21,9 @@ class RetryPolicy:
     `max_delay` seconds); still failing, the message goes to the next delay tier
     (`NAME.retry.<s>s`, whole seconds) and comes back later; after the last tier it is parked.
     Only exceptions that are instances of `retry_on` are retried; any other exception, and every
-    `Permanent`, parks the message at once.
+    `Permanent`, parks the message at once. Each try of the handler (with its transaction) may take at
+    most `handler_timeout` seconds (`None`: no limit); past it the try is cancelled, rolled back and
+    counts as a failure, so one hung handler cannot stop the consumer.
     """
 
     attempts: int = 3
@@ -29,6 +31,7 @@ class RetryPolicy:
     max_delay: float = 2.0
     tiers: tuple[int, ...] = (5, 30, 120, 600)
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    handler_timeout: float | None = 60.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -40,10 +43,17 @@ class RetryPolicy:
         if bad:
             raise ValueError(f"RetryPolicy tiers {self.tiers!r} must be whole seconds >= 1; "
                              "try (5, 30, 120, 600).")
+        if self.handler_timeout is not None and not self.handler_timeout > 0:
+            raise ValueError(f"RetryPolicy handler_timeout={self.handler_timeout!r} must be a number of seconds "
+                             "above 0 (or None for no limit); try 60.")
 
     def with_tiers(self, tiers: tuple[int, ...]) -> RetryPolicy:
         """The same policy with other delay tiers (CONSUMER_RETRY_DELAYS)."""
         return replace(self, tiers=tuple(tiers))
+
+    def with_handler_timeout(self, seconds: float | None) -> RetryPolicy:
+        """The same policy with another handler time limit (CONSUMER_HANDLER_TIMEOUT_SECONDS); None keeps it."""
+        return self if seconds is None else replace(self, handler_timeout=seconds)
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether `exc` may be tried again (in process or through a delay tier)."""

@@ -52,7 +52,7 @@ class Runner:
         self.consumer = consumer
         self.settings = settings
         self.topology = topology_for(consumer, settings)
-        policy = consumer.retry.with_tiers(self.topology.tiers)
+        policy = consumer.retry.with_tiers(self.topology.tiers).with_handler_timeout(settings.handler_timeout)
         self.store: Store = store or SqliteStore(settings.database_path(consumer.name), schema=consumer.schema)
         self.metrics = metrics or Metrics()
         self.delivery = Delivery(consumer, self.store, self.topology, policy, self.metrics, sleep)

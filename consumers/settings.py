@@ -36,6 +36,7 @@ class ConsumerSettings:
     concurrency: int = 4
     retry_delays: tuple[int, ...] | None = None  # None → the service's own tiers
     drain_seconds: float = 25.0
+    handler_timeout: float | None = None  # None → the consumer's RetryPolicy.handler_timeout
     log_level: str = "info"
 
     @classmethod
@@ -68,6 +69,9 @@ class ConsumerSettings:
             retry_delays=delays,
             drain_seconds=env.number("CONSUMER_DRAIN_SECONDS", 25.0, low=0.0, high=3600.0, example=25.0),
             log_level=level,
+            handler_timeout=(None if env.raw("CONSUMER_HANDLER_TIMEOUT_SECONDS") is None else
+                             env.number("CONSUMER_HANDLER_TIMEOUT_SECONDS", 60.0, low=0.001, high=86_400.0,
+                                        example=60.0)),
         )
         if env.problems:
             raise SettingsError(env.problems)

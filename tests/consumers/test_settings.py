@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers import ConsumerSettings
+from consumers import Consumer, ConsumerSettings, RetryPolicy
 from consumers.errors import SettingsError
+from consumers.runner import Runner
 from consumers.settings import parse_delays
 
 
@@ -65,3 +66,18 @@ def test_retry_delays_parse(text: str, delays: tuple[int, ...]) -> None:
 def test_bad_retry_delays_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_delays(text)
+
+
+def test_the_handler_time_limit_overrides_the_consumers_policy() -> None:
+    consumer = Consumer("stock", bindings=("product.#",), retry=RetryPolicy(handler_timeout=30))
+    assert ConsumerSettings.from_environ({}).handler_timeout is None
+    kept = Runner(consumer, ConsumerSettings.from_environ({}))
+    assert kept.delivery.policy.handler_timeout == 30
+    settings = ConsumerSettings.from_environ({"CONSUMER_HANDLER_TIMEOUT_SECONDS": "2.5"})
+    assert Runner(consumer, settings).delivery.policy.handler_timeout == 2.5
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1"])
+def test_a_bad_handler_time_limit_is_reported_with_its_fix(value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"CONSUMER_HANDLER_TIMEOUT_SECONDS='{value}' .*try 60"):
+        ConsumerSettings.from_environ({"CONSUMER_HANDLER_TIMEOUT_SECONDS": value})

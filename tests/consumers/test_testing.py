@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from consumers import Consumer, Done, Event, Park, Permanent, Retry, RetryPolicy, Transaction
@@ -92,3 +94,44 @@ def test_make_event_drops_the_access_token_and_routes_by_event_type() -> None:
 def test_make_event_refuses_a_body_that_is_not_an_object() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         make_event(b"[1]")
+
+
+async def test_a_hung_handler_is_cut_at_its_time_limit_rolled_back_and_retried() -> None:
+    consumer = Consumer("stock", bindings=("product.#",), schema="CREATE TABLE IF NOT EXISTS w (name TEXT);",
+                        retry=RetryPolicy(attempts=2, tiers=(5,), handler_timeout=0.05))
+    hang = asyncio.Event()
+
+    @consumer.handler
+    async def handle(event: Event, tx: Transaction) -> None:
+        await tx.execute("INSERT INTO w VALUES (?)", (event.message_id,))
+        if not hang.is_set():
+            await asyncio.Event().wait()  # never returns: the time limit must cut it
+
+    store = await open_store(consumer)
+    first = make_event(product_body())
+    outcome = await deliver(consumer, first, store=store)
+    assert isinstance(outcome, Retry) and (outcome.queue, outcome.attempt) == ("stock.retry.5s", 2)
+    assert outcome.error.startswith("HandlerTimeout: consumer 'stock': the handler for 'product.created' took longer "
+                                    "than 0.05s"), outcome.error
+    assert await store.query("SELECT count(*) FROM w") == [(0,)]  # both tries rolled back
+    hang.set()  # the store is not left inside a transaction: the next event commits
+    assert await deliver(consumer, make_event(product_body(date="2025-03-19T00:00:00")), store=store) == Done("applied")
+    assert await store.query("SELECT count(*) FROM w") == [(1,)]
+
+
+async def test_a_handlers_own_timeout_error_is_not_reported_as_the_time_limit() -> None:
+    consumer = Consumer("stock", bindings=("product.#",), retry=RetryPolicy(attempts=1, tiers=(5,)))
+
+    @consumer.handler
+    async def handle(event: Event, tx: Transaction) -> None:
+        raise TimeoutError("the warehouse API did not answer")
+
+    outcome = await deliver(consumer, make_event(product_body()))
+    assert isinstance(outcome, Retry) and outcome.error == "TimeoutError: the warehouse API did not answer"
+
+
+def test_the_handler_time_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"handler_timeout=0 must be a number of seconds above 0"):
+        RetryPolicy(handler_timeout=0)
+    assert RetryPolicy(handler_timeout=5).with_handler_timeout(None).handler_timeout == 5
+    assert RetryPolicy().with_handler_timeout(2.5).handler_timeout == 2.5
