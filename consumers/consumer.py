@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, overload
+from typing import Literal, TypeVar, overload
 
 from consumers.event import Event
 from consumers.policy import RetryPolicy
@@ -17,6 +17,9 @@ H = TypeVar("H", bound=Handler)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
 _PATTERN = re.compile(r"^([a-z0-9_]+|\*|#)(\.([a-z0-9_]+|\*|#))*$")
 
+
+StoreKind = Literal["sqlite", "memory"]
+STORE_KINDS: tuple[StoreKind, ...] = ("sqlite", "memory")
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
     """AMQP topic matching: `*` is exactly one word, `#` zero or more."""
@@ -46,10 +49,15 @@ class Consumer:
     Handlers are registered with `@consumer.handler` (every routing key) or
     `@consumer.handler("product.deleted", ...)` (topic patterns); the first registered match wins.
     A routing key no handler matches is parked, never dropped.
+
+    `store` chooses where the guards (applied message ids, last event date per entity) live:
+    `"sqlite"` (the default: the database named by CONSUMER_DATABASE, in the same transaction as the
+    handler's SQL) or `"memory"` (for handlers whose effects live elsewhere; lost on restart, no SQL).
     """
 
     def __init__(self, name: str, *, bindings: tuple[str, ...], delivery_limit: int = 10,
-                 retry: RetryPolicy | None = None, schema: str = "", description: str = "") -> None:
+                 retry: RetryPolicy | None = None, schema: str = "", description: str = "",
+                 store: StoreKind = "sqlite") -> None:
         if not _NAME.match(name):
             raise ValueError(f"consumer name {name!r} must be lowercase letters, digits, '_' or '-' "
                              "(dots between words); try 'inventory'.")
@@ -59,6 +67,9 @@ class Consumer:
             if not _PATTERN.match(key):
                 raise ValueError(f"binding {key!r} of consumer {name!r} is not a topic pattern; "
                                  "try 'product.#' or 'sales_order.shipment.*'.")
+        if store not in STORE_KINDS:
+            raise ValueError(f"store={store!r} of consumer {name!r} is not one of {', '.join(STORE_KINDS)}; "
+                             "try 'sqlite'.")
         if isinstance(delivery_limit, bool) or not 1 <= delivery_limit <= 1000:
             raise ValueError(f"delivery_limit={delivery_limit!r} of consumer {name!r} must be 1..1000; try 10.")
         self.name = name
@@ -67,6 +78,7 @@ class Consumer:
         self.retry = retry or RetryPolicy()
         self.schema = schema
         self.description = description
+        self.store: StoreKind = store
         self.routes: list[Route] = []
 
     def __repr__(self) -> str:

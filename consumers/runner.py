@@ -25,7 +25,7 @@ from consumers.http import HealthServer
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
 from consumers.policy import Sleep
 from consumers.settings import ConsumerSettings
-from consumers.store import Clock, SqliteStore, Store, utc_now
+from consumers.store import Clock, MemoryStore, SqliteStore, Store, utc_now
 from consumers.topology import Topology, declare
 from gateway import wire
 from gateway.amqp_tls import connect_error_text, tls_error
@@ -44,6 +44,13 @@ def topology_for(consumer: Consumer, settings: ConsumerSettings) -> Topology:
                     consumer.delivery_limit, tiers)
 
 
+def store_for(consumer: Consumer, settings: ConsumerSettings) -> Store:
+    """The store the consumer chose: its SQLite database (CONSUMER_DATABASE) or the guards in memory."""
+    if consumer.store == "memory":
+        return MemoryStore()
+    return SqliteStore(settings.database_path(consumer.name), schema=consumer.schema)
+
+
 class Runner:
     """One consumer against RabbitMQ. `start()`, then `stop()` drains: nothing lost, nothing doubled."""
 
@@ -53,7 +60,7 @@ class Runner:
         self.settings = settings
         self.topology = topology_for(consumer, settings)
         policy = consumer.retry.with_tiers(self.topology.tiers).with_handler_timeout(settings.handler_timeout)
-        self.store: Store = store or SqliteStore(settings.database_path(consumer.name), schema=consumer.schema)
+        self.store: Store = store or store_for(consumer, settings)
         self.metrics = metrics or Metrics()
         self.delivery = Delivery(consumer, self.store, self.topology, policy, self.metrics, sleep)
         self.clock = clock

@@ -19,7 +19,7 @@ from consumers.delivery import Delivery, Metrics
 from consumers.event import Event, from_payload
 from consumers.outcome import Outcome
 from consumers.policy import Sleep
-from consumers.store import SqliteStore, Store
+from consumers.store import MemoryStore, SqliteStore, Store
 from consumers.topology import Topology
 from gateway import wire
 from gateway.message import parse
@@ -54,13 +54,20 @@ async def open_store(consumer: Consumer) -> SqliteStore:
     return store
 
 
+async def _open_chosen(consumer: Consumer) -> Store:
+    """A fresh store of the kind the consumer chose (`Consumer(store=...)`), opened."""
+    if consumer.store == "memory":
+        return MemoryStore()
+    return await open_store(consumer)
+
+
 async def deliver(consumer: Consumer, event: Event, *, store: Store | None = None,
                   metrics: Metrics | None = None, sleep: Sleep = no_sleep,
                   tiers: tuple[int, ...] | None = None) -> Outcome:
     """Handle one event as the runner would (guards, handler, in-process retries) and return the
     Outcome the runner would act on. Without `store`, a fresh in-memory one is used and closed."""
     own = store is None
-    used = store or await open_store(consumer)
+    used = store or await _open_chosen(consumer)
     topology = Topology(consumer.name, wire.EXCHANGE, consumer.bindings, consumer.delivery_limit,
                         consumer.retry.tiers if tiers is None else tiers)
     delivery = Delivery(consumer, used, topology, consumer.retry.with_tiers(topology.tiers),

@@ -6,8 +6,21 @@ import asyncio
 
 import pytest
 
-from consumers import Consumer, Done, Event, Park, Permanent, Retry, RetryPolicy, Transaction
+from consumers import (
+    Consumer,
+    ConsumerSettings,
+    Done,
+    Event,
+    MemoryStore,
+    Park,
+    Permanent,
+    Retry,
+    RetryPolicy,
+    SqliteStore,
+    Transaction,
+)
 from consumers.delivery import Metrics
+from consumers.runner import Runner
 from consumers.testing import deliver, make_event, open_store
 from tests.consumers.conftest import product_body
 
@@ -135,3 +148,19 @@ def test_the_handler_time_limit_must_be_positive() -> None:
         RetryPolicy(handler_timeout=0)
     assert RetryPolicy(handler_timeout=5).with_handler_timeout(None).handler_timeout == 5
     assert RetryPolicy().with_handler_timeout(2.5).handler_timeout == 2.5
+
+
+async def test_a_consumer_that_chose_the_memory_store_gets_one_from_the_runner_and_deliver() -> None:
+    in_memory = Consumer("notify", bindings=("product.#",), store="memory")
+    seen: list[str] = []
+
+    @in_memory.handler
+    async def handle(event: Event, tx: Transaction) -> None:
+        seen.append(event.message_id)
+
+    assert isinstance(Runner(in_memory, ConsumerSettings()).store, MemoryStore)
+    assert isinstance(Runner(Consumer("stock", bindings=("product.#",)), ConsumerSettings()).store, SqliteStore)
+    assert await deliver(in_memory, make_event(product_body())) == Done("applied")
+    assert len(seen) == 1
+    with pytest.raises(ValueError, match=r"store='postgres' of consumer 'x' is not one of sqlite, memory"):
+        Consumer("x", bindings=("product.#",), store="postgres")  # type: ignore[arg-type]
