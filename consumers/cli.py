@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from consumers.consumer import Consumer
-from consumers.errors import ConsumerError
+from consumers.errors import BrokerTlsError, ConsumerError, RegistryError, SettingsError
 from consumers.registry import ENTRY_POINT_GROUP, find, load
 from consumers.settings import ConsumerSettings
 from gateway import __version__
+from gateway.settings import port_in_use
 
 PROG = "tradevine-consumers"
 
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return parked(args, consumer, settings, out)
     except ConsumerError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2 if type(exc).__name__ in ("SettingsError", "RegistryError", "BrokerTlsError") else 1
+        return 2 if isinstance(exc, (SettingsError, RegistryError, BrokerTlsError)) else 1
     except KeyboardInterrupt:
         return 130
 
@@ -93,6 +94,8 @@ def run(consumer: Consumer, settings: ConsumerSettings) -> int:
     from consumers.runner import serve
     from gateway import logs
 
+    if settings.http_port and (problem := port_in_use(settings.http_host, settings.http_port, "CONSUMER_HTTP_PORT")):
+        raise SettingsError([problem])
     logs.setup(settings.log_level)
     try:
         import uvloop

@@ -15,17 +15,16 @@
 
 from __future__ import annotations
 
+import gateway.errors
+
 
 class ConsumerError(Exception):
     """Base of every error the consumer framework raises on purpose."""
 
 
-class SettingsError(ConsumerError):
-    """One or more settings are missing or malformed; the message lists each with its fix."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("Invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+class SettingsError(ConsumerError, gateway.errors.SettingsError):
+    """One or more settings are missing or malformed; the message lists each with its fix (the gateway's
+    SettingsError, so one `except` serves both sides)."""
 
 
 class RegistryError(ConsumerError):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 from typing import Any
 
 import aio_pika
@@ -19,7 +20,7 @@ from aio_pika.abc import (
 
 from consumers.consumer import Consumer
 from consumers.delivery import Delivery, Metrics
-from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, TopologyError
+from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, SettingsError, TopologyError
 from consumers.event import decode
 from consumers.http import HealthServer
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
@@ -77,7 +78,12 @@ class Runner:
         self._idle.set()
 
     async def start(self) -> None:
-        await self.store.open()
+        try:
+            await self.store.open()
+        except (OSError, sqlite3.Error) as exc:
+            where = self.settings.database_path(self.consumer.name)
+            raise SettingsError([f"CONSUMER_DATABASE={where!r} cannot be opened ({exc}); point it at a file in a "
+                                 f"writable directory, e.g. ./{self.consumer.name}.sqlite3."]) from exc
         url = self.settings.amqp_url
         try:
             connection = await aio_pika.connect_robust(

@@ -9,8 +9,6 @@ from consumers.errors import SettingsError
 from gateway import wire
 from gateway.settings import EnvReader
 
-_LEVELS = ("debug", "info", "warning", "error")
-
 
 def parse_delays(text: str) -> tuple[int, ...]:
     """`CONSUMER_RETRY_DELAYS`: comma-separated whole seconds (`5,30,120,600`), or `none`."""
@@ -49,11 +47,7 @@ class ConsumerSettings:
             except ValueError as exc:
                 env.problems.append(f"CONSUMER_RETRY_DELAYS={text!r}: {exc}; try 5,30,120,600 "
                                     "(or 1,2 in tests, or none for no delay tiers).")
-        level = env.text("CONSUMER_LOG_LEVEL", "info").lower()
-        if level not in _LEVELS:
-            env.problems.append(f"CONSUMER_LOG_LEVEL={level!r} is not a log level; use one of "
-                                f"{', '.join(_LEVELS)}.")
-            level = "info"
+        level = env.log_level("CONSUMER_LOG_LEVEL")
         queue = env.raw("CONSUMER_QUEUE")
         if queue is not None and (queue.startswith("amq.") or any(c.isspace() for c in queue)):
             env.problems.append(f"CONSUMER_QUEUE={queue!r} is not a usable queue name; try inventory-staging.")

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__, sample, wire
 from gateway.errors import SettingsError
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the webhook gateway (settings from the environment)")
-    serve.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
-                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="overrides GATEWAY_LOG_LEVEL (default info)")
 
     reconcile_parser = commands.add_parser(
         "reconcile", help="publish products and sales orders changed in a window (Tradevine REST API)")
@@ -67,23 +68,27 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from gateway import logs
     from gateway.app import create_app
-    from gateway.settings import GatewaySettings, redact_url
+    from gateway.settings import GatewaySettings, port_in_use, redact_url
 
     try:
         settings = GatewaySettings.from_environ(environ)
     except SettingsError as exc:
         print(f"tradevine-gateway: {exc}", file=sys.stderr)
         return 2
-    logs.setup(args.log_level)
+    if problem := port_in_use(settings.host, settings.port, "GATEWAY_PORT"):
+        print(f"tradevine-gateway: {problem}", file=sys.stderr)
+        return 2
+    level = args.log_level or settings.log_level
+    logs.setup(level)
     import logging
 
     logging.getLogger("gateway.cli").info("gateway_starting", extra={
         "host": settings.host, "port": settings.port, "amqp_url": redact_url(settings.amqp_url),
         "exchange": settings.exchange, "secrets": len(settings.secrets),
         "custom_header": settings.custom_header_name, "ascii_compat": settings.ascii_compat})
-    options = {
+    options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-        "server_header": False, "log_level": args.log_level, "timeout_keep_alive": settings.keepalive,
+        "server_header": False, "log_level": level, "timeout_keep_alive": settings.keepalive,
         "timeout_graceful_shutdown": int(settings.publish_timeout) + 2,
         # What "auto" would pick, said outright: the C event loop and HTTP parser when installed.
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",

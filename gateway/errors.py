@@ -20,7 +20,9 @@ class SettingsError(GatewayError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("Invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+        # One problem: one line, the bad value and its fix. Several: a line each, all at once.
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} settings need fixing:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class BrokerUnavailable(GatewayError):

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# `color_message` is uvicorn's copy of the message with ANSI colour codes: never in a JSON line.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -24,6 +26,33 @@ def mask(secret: str) -> str:
     return f"<{len(secret)} chars>" if secret else "<empty>"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def port_in_use(host: str, port: int, variable: str) -> str | None:
+    """A one-line problem when `host:port` cannot be bound (taken, or not an address here), else None.
+
+    Checked before starting, so a second `make run` says which variable moves the port instead of
+    printing a traceback. SO_REUSEADDR as the servers set it: a socket in TIME_WAIT is no conflict."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"{host!r} is not an address to listen on ({exc.strerror or exc}); use 127.0.0.1 or 0.0.0.0."
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"{variable}={port}: {host}:{port} is already in use; stop what listens there "
+                        f"or choose another port, e.g. {variable}={port + 10}.")
+            return f"{variable}={port}: cannot listen on {host}:{port} ({exc.strerror or exc})."
+    return None
+
+
 class EnvReader:
     """Reads typed values from a mapping and collects every problem instead of stopping at the first."""
 
@@ -37,6 +66,13 @@ class EnvReader:
 
     def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
+
+    def log_level(self, name: str, default: str = "info") -> str:
+        level = self.text(name, default).lower()
+        if level not in LOG_LEVELS:
+            self.problems.append(f"{name}={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}.")
+            return default
+        return level
 
     def required(self, name: str, fix: str) -> str:
         value = self.raw(name)
@@ -115,6 +151,7 @@ class GatewaySettings:
     # Above ingress-nginx's 60 s upstream keep-alive: the proxy, not the gateway, closes an idle
     # connection first, so it never sends a request down a connection the gateway is closing.
     keepalive: float = 75.0
+    log_level: str = "info"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, require_secret: bool = True) -> GatewaySettings:
@@ -151,6 +188,7 @@ class GatewaySettings:
             publish_timeout=env.number("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 3.0, low=0.05, high=4.5,
                                        example=3.0),
             keep_access_token=env.boolean("GATEWAY_KEEP_ACCESS_TOKEN", False),
+            log_level=env.log_level("GATEWAY_LOG_LEVEL"),
             keepalive=env.number("GATEWAY_KEEPALIVE_SECONDS", 75.0, low=1.0, high=3600.0, example=75.0),
         )
         env.check()

@@ -72,3 +72,16 @@ def test_serving_without_a_secret_is_allowed_for_other_commands() -> None:
 def test_booleans(text: str, value: bool) -> None:
     env = {"TRADEVINE_CONSUMER_SECRET": SECRET, "GATEWAY_KEEP_ACCESS_TOKEN": text}
     assert GatewaySettings.from_environ(env).keep_access_token is value
+
+
+def test_json_log_lines_carry_no_ansi_colour_codes() -> None:
+    import logging
+
+    from gateway.logs import JsonFormatter
+
+    record = logging.makeLogRecord({"msg": "Started server process [%d]", "args": (42,), "name": "uvicorn.error",
+                                    "levelname": "INFO", "color_message": "Started server process [\x1b[36m%d\x1b[0m]",
+                                    "port": 8080})
+    line = JsonFormatter().format(record)
+    assert "\x1b" not in line and "color_message" not in line
+    assert '"event":"Started server process [42]"' in line and '"port":8080' in line
