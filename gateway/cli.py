@@ -131,8 +131,8 @@ def send_test_event(args: argparse.Namespace, environ: Mapping[str, str]) -> int
     else:
         table = wire.event_table(EnvReader(environ).raw("TRADEVINE_EVENT_TYPES"))
         try:
-            body = sample.encode(sample.body_for(args.event, table, organisation_id=args.organisation_id,
-                                                 object_id=args.object_id))
+            body = sample.payload_for(args.event, table, organisation_id=args.organisation_id,
+                                      object_id=args.object_id)
         except ValueError as exc:
             print(f"tradevine-gateway: --event {exc}", file=sys.stderr)
             return 2

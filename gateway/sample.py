@@ -31,8 +31,25 @@ def dotnet_datetime(moment: datetime) -> str:
 
 
 def known_keys(table: Mapping[int, str]) -> list[str]:
-    """Routing keys `send-test-event` can build a body for."""
-    return sorted({*table.values(), wire.RK_PRODUCT_UNKNOWN, wire.RK_SALES_ORDER_UNKNOWN})
+    """Routing keys `send-test-event` can build a body for (every key the gateway itself routes to)."""
+    return sorted({*table.values(), wire.RK_PRODUCT_UNKNOWN, wire.RK_SALES_ORDER_UNKNOWN, wire.RK_UNKNOWN,
+                   wire.RK_INVALID})
+
+
+def payload_for(routing_key: str, table: Mapping[int, str] = wire.EVENT_TYPES, *,
+                organisation_id: int | None = None, object_id: int | None = None) -> bytes:
+    """The raw body the gateway routes to `routing_key`: a webhook, an unknown event or a non-object."""
+    if routing_key == wire.RK_INVALID:
+        return b'["a verified body that is not a JSON object"]'
+    if routing_key == wire.RK_UNKNOWN:
+        return encode({"OrganisationID": organisation_id or _TEMPLATES["product"]["OrganisationID"],
+                       "EventType": UNKNOWN_CODE, "EventObjectId": object_id,
+                       "EventDateUtc": dotnet_datetime(datetime.now(UTC)), "Product": None, "SalesOrder": None})
+    if routing_key in (wire.RK_PRODUCT_RECONCILED, wire.RK_SALES_ORDER_RECONCILED):
+        raise ValueError(f"{routing_key!r} is published by the reconciler, never routed by the gateway (it routes "
+                         "by EventType); run `tradevine-gateway reconcile --lookback 2h`, or send "
+                         f"{routing_key.split('.')[0]}.updated, which reconciled snapshots stand in for.")
+    return encode(body_for(routing_key, table, organisation_id=organisation_id, object_id=object_id))
 
 
 def body_for(routing_key: str, table: Mapping[int, str] = wire.EVENT_TYPES, *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from gateway import cli, sample, wire
@@ -11,8 +12,24 @@ from gateway import cli, sample, wire
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
+def test_every_key_the_gateway_routes_to_can_be_sent() -> None:
+    assert set(sample.known_keys(wire.EVENT_TYPES)) == {*wire.EVENT_TYPES.values(), "product.unknown",
+                                                        "sales_order.unknown", "unknown", "invalid"}
+
+
 @pytest.mark.parametrize("key", sample.known_keys(wire.EVENT_TYPES))
-def test_every_known_key_gets_a_body_that_routes_back_to_it(key: str) -> None:
+def test_every_known_key_gets_a_raw_body_the_gateway_routes_back_to_it(key: str) -> None:
+    assert wire.routing_key(orjson.loads(sample.payload_for(key)), wire.EVENT_TYPES) == key
+
+
+@pytest.mark.parametrize("key", ["product.reconciled", "sales_order.reconciled"])
+def test_a_reconciled_key_is_refused_with_what_to_do_instead(key: str) -> None:
+    with pytest.raises(ValueError, match=rf"'{key}' is published by the reconciler.*tradevine-gateway reconcile"):
+        sample.payload_for(key)
+
+
+@pytest.mark.parametrize("key", [k for k in sample.known_keys(wire.EVENT_TYPES) if k not in ("unknown", "invalid")])
+def test_every_webhook_key_gets_a_body_that_routes_back_to_it(key: str) -> None:
     body = sample.body_for(key, event_date=MOMENT)
     assert wire.routing_key(body, wire.EVENT_TYPES) == key
     assert body["EventDateUtc"] == "2026-01-02T03:04:05.678"
@@ -38,7 +55,7 @@ def test_an_overridden_table_is_followed() -> None:
 
 
 def test_an_unknown_key_lists_the_choices() -> None:
-    expected = r"no event type routes to 'product\.exploded'; choose one of: product\.created"
+    expected = r"no event type routes to 'product\.exploded'; choose one of: invalid, product\.created"
     with pytest.raises(ValueError, match=expected):
         sample.body_for("product.exploded")
 
