@@ -63,12 +63,23 @@ class Delivery:
         handler = self.consumer.handler_for(event.routing_key)
         result: Verdict | BaseException
         try:
-            async for attempt in self.policy.retrying(self.sleep):
-                with attempt:
-                    if handler is None:
-                        raise NoHandler(f"consumer {self.consumer.name!r} has no handler for "
-                                        f"{event.routing_key!r}")
-                    result = await self._try(event, handler)
+            if handler is None:
+                raise NoHandler(f"consumer {self.consumer.name!r} has no handler for {event.routing_key!r}")
+            try:
+                # The first try runs bare: tenacity's machinery costs more than a handler that succeeds.
+                result = await self._try(event, handler)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Failed: tenacity takes over, its attempt 1 being this failure, so the policy applies
+                # exactly as if it had run every try.
+                first: Exception | None = exc
+                async for attempt in self.policy.retrying(self.sleep):
+                    with attempt:
+                        if first is not None:
+                            failed, first = first, None
+                            raise failed from None
+                        result = await self._try(event, handler)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -49,7 +49,8 @@ def store_for(consumer: Consumer, settings: ConsumerSettings) -> Store:
     """The store the consumer chose: its SQLite database (CONSUMER_DATABASE) or the guards in memory."""
     if consumer.store == "memory":
         return MemoryStore()
-    return SqliteStore(settings.database_path(consumer.name), schema=consumer.schema)
+    return SqliteStore(settings.database_path(consumer.name), schema=consumer.schema,
+                       batch_size=settings.batch_size, batch_max_wait=settings.batch_max_wait_ms / 1000)
 
 
 class Runner:

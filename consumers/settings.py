@@ -30,8 +30,10 @@ class ConsumerSettings:
     queue: str | None = None             # None → the consumer's name
     http_host: str = "127.0.0.1"
     http_port: int = 8081                # 0 disables /healthz, /readyz, /metrics
-    prefetch: int = 16
-    concurrency: int = 4
+    prefetch: int = 128
+    concurrency: int = 64
+    batch_size: int = 64
+    batch_max_wait_ms: int = 5
     retry_delays: tuple[int, ...] | None = None  # None → the service's own tiers
     drain_seconds: float = 25.0
     handler_timeout: float | None = None  # None → the consumer's RetryPolicy.handler_timeout
@@ -58,8 +60,10 @@ class ConsumerSettings:
             queue=queue,
             http_host=env.text("CONSUMER_HTTP_HOST", "127.0.0.1"),
             http_port=env.integer("CONSUMER_HTTP_PORT", 8081, low=0, high=65535, example=8081),
-            prefetch=env.integer("CONSUMER_PREFETCH", 16, low=1, high=10_000, example=16),
-            concurrency=env.integer("CONSUMER_CONCURRENCY", 4, low=1, high=1_000, example=4),
+            prefetch=env.integer("CONSUMER_PREFETCH", 128, low=1, high=2_000, example=128),
+            concurrency=env.integer("CONSUMER_CONCURRENCY", 64, low=1, high=2_000, example=64),
+            batch_size=env.integer("CONSUMER_BATCH_SIZE", 64, low=1, high=2_000, example=64),
+            batch_max_wait_ms=env.integer("CONSUMER_BATCH_MAX_WAIT_MS", 5, low=0, high=10_000, example=5),
             retry_delays=delays,
             drain_seconds=env.number("CONSUMER_DRAIN_SECONDS", 25.0, low=0.0, high=3600.0, example=25.0),
             log_level=level,

@@ -9,6 +9,7 @@ in dictionaries, for consumers whose effects live elsewhere and for tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,39 +85,69 @@ class Store(Protocol):
 
 
 class _SqliteTransaction:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    """The handler's SQL, run inline on the event loop: inside a transaction that already holds SQLite's
+    write lock, a statement touches only the page cache and costs less than a hop to another thread.
+    Only BEGIN (which may wait for the lock) and COMMIT (which waits for the disk) leave the loop."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return await self._store.call(lambda c: c.execute(sql, params).rowcount)
+        return self._connection.execute(sql, params).rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        batch = list(rows)
-        return await self._store.call(lambda c: c.executemany(sql, batch).rowcount)
+        return self._connection.executemany(sql, list(rows)).rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = await self._store.call(lambda c: c.execute(sql, params).fetchone())
+        row: Row | None = self._connection.execute(sql, params).fetchone()
         return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = await self._store.call(lambda c: c.execute(sql, params).fetchall())
+        rows: list[Row] = self._connection.execute(sql, params).fetchall()
         return rows
 
 
-class SqliteStore:
-    """SQLite on one thread; `schema` (the consumer's CREATE TABLE IF NOT EXISTS ...) runs at open."""
+class _Batch:
+    """Events applied in one open transaction, waiting for its COMMIT."""
 
-    def __init__(self, path: str | Path, *, schema: str = "", clock: Clock = utc_now) -> None:
+    def __init__(self) -> None:
+        self.count = 0
+        self.durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.timer: asyncio.TimerHandle | None = None
+        self.committing: asyncio.Task[None] | None = None
+
+
+class SqliteStore:
+    """SQLite with group commit; `schema` (the consumer's CREATE TABLE IF NOT EXISTS ...) runs at open.
+
+    Events are applied one at a time, each in its own savepoint of a shared transaction, and committed
+    together: when `batch_size` events have joined, or `batch_max_wait` seconds after the first. `apply`
+    returns only once the COMMIT is durable (WAL, `synchronous=FULL`), so the runner acks only then. A
+    handler that fails rolls back its own savepoint; the others commit. `batch_size=1` commits each event
+    on its own."""
+
+    def __init__(self, path: str | Path, *, schema: str = "", clock: Clock = utc_now, batch_size: int = 64,
+                 batch_max_wait: float = 0.005) -> None:
+        if batch_size < 1 or batch_max_wait < 0:
+            raise ValueError(f"batch_size={batch_size!r} must be >= 1 and batch_max_wait={batch_max_wait!r} >= 0.")
         self.path = str(path)
         self.schema = schema
         self.clock = clock
+        self.batch_size = batch_size
+        self.batch_max_wait = batch_max_wait
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._batch: _Batch | None = None
+
+    @property
+    def pending(self) -> int:
+        """Events applied in the open transaction, waiting for its COMMIT."""
+        return self._batch.count if self._batch is not None else 0
 
     @classmethod
     def memory(cls, *, schema: str = "", clock: Clock = utc_now) -> SqliteStore:
-        return cls(":memory:", schema=schema, clock=clock)
+        return cls(":memory:", schema=schema, clock=clock, batch_size=1)
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -143,6 +174,8 @@ class SqliteStore:
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._batch is not None:
+            await self._commit(self._batch)  # whoever waits for it gets its answer
         async with self._lock:
             connection, self._connection = self._connection, None
             if connection is not None:
@@ -168,24 +201,17 @@ class SqliteStore:
             rows: list[Row] = await self.call(lambda c: c.execute(sql, params).fetchall())
             return rows
 
-    def _begin(self, connection: sqlite3.Connection, event: Event) -> Verdict | None:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            seen = connection.execute("SELECT 1 FROM consumer_applied WHERE message_id = ?",
-                                      (event.message_id,)).fetchone()
-            if seen is not None:
-                connection.execute("ROLLBACK")
-                return "duplicate"
-            if event.entity is not None and event.event_date is not None:
-                row = connection.execute(
-                    "SELECT event_date FROM consumer_entity WHERE organisation_id = ? AND entity = ?",
-                    (event.organisation_id or "", event.entity)).fetchone()
-                if is_stale(event, row[0] if row else None):
-                    connection.execute("ROLLBACK")
-                    return "stale"
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+    def _guards(self, connection: sqlite3.Connection, event: Event) -> Verdict | None:
+        seen = connection.execute("SELECT 1 FROM consumer_applied WHERE message_id = ?",
+                                  (event.message_id,)).fetchone()
+        if seen is not None:
+            return "duplicate"
+        if event.entity is not None and event.event_date is not None:
+            row = connection.execute(
+                "SELECT event_date FROM consumer_entity WHERE organisation_id = ? AND entity = ?",
+                (event.organisation_id or "", event.entity)).fetchone()
+            if is_stale(event, row[0] if row else None):
+                return "stale"
         return None
 
     def _record(self, connection: sqlite3.Connection, event: Event, now: datetime) -> None:
@@ -198,29 +224,78 @@ class SqliteStore:
                 "event_date = excluded.event_date, message_id = excluded.message_id "
                 "WHERE excluded.event_date >= consumer_entity.event_date",
                 (event.organisation_id or "", event.entity, date_key(event.event_date), event.message_id))
-        connection.execute("COMMIT")
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
 
+    async def _begin(self, connection: sqlite3.Connection) -> _Batch:
+        """Open the next batch's transaction (under the lock). BEGIN IMMEDIATE may wait for another
+        process's write lock, so it runs on the store's thread; cancelled there, the transaction it
+        opens is rolled back by a rollback queued right behind it."""
+        try:
+            await self._run(partial(connection.execute, "BEGIN IMMEDIATE"))
+        except BaseException:
+            if self._executor is not None:
+                self._executor.submit(self._rollback, connection)
+            raise
+        batch = self._batch = _Batch()
+        if self.batch_size > 1:
+            batch.timer = asyncio.get_running_loop().call_later(self.batch_max_wait, self._commit_soon, batch)
+        return batch
+
+    def _commit_soon(self, batch: _Batch) -> None:
+        if batch.committing is None:
+            batch.committing = asyncio.get_running_loop().create_task(self._commit(batch))
+
+    async def _commit(self, batch: _Batch) -> None:
+        async with self._lock:
+            if self._batch is not batch:
+                return  # already committed
+            self._batch = None
+            if batch.timer is not None:
+                batch.timer.cancel()
+            connection = self._connection
+            assert connection is not None
+            try:
+                # Shielded: once COMMIT is on its way, its answer must reach every waiter.
+                await asyncio.shield(self._run(partial(connection.execute, "COMMIT")))
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._rollback(connection)
+                if not batch.durable.done():
+                    batch.durable.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                batch.durable.set_result(None)
+
     async def apply(self, event: Event, work: Work) -> Verdict:
         async with self._lock:
+            connection = self._connection
+            if connection is None:
+                raise UnsupportedOperation("the store is not open; call `await store.open()` first.")
+            batch = self._batch or await self._begin(connection)
+            connection.execute("SAVEPOINT event")
             try:
-                # Cancelled while BEGIN runs on the store's thread, the transaction it opens must still be
-                # rolled back: the except clause below queues that rollback right behind it.
-                verdict = await self.call(lambda c: self._begin(c, event))
-                if verdict is not None:
-                    return verdict
-                await work(_SqliteTransaction(self))
-                now = self.clock()
-                await self.call(lambda c: self._record(c, event, now))
+                verdict = self._guards(connection, event)
+                if verdict is None:
+                    await work(_SqliteTransaction(connection))
+                    self._record(connection, event, self.clock())
+                    verdict = "applied"
             except BaseException:
-                # Submitted, not awaited: it runs before anything queued after it, even when cancelled.
-                if self._connection is not None and self._executor is not None:
-                    self._executor.submit(self._rollback, self._connection)
+                # Only this event's writes go; the batch and its other events stay.
+                connection.execute("ROLLBACK TO event")
+                connection.execute("RELEASE event")
                 raise
-            return "applied"
+            connection.execute("RELEASE event")
+            batch.count += 1
+            if batch.count >= self.batch_size:
+                self._commit_soon(batch)
+            durable = batch.durable
+        # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
+        await asyncio.shield(durable)
+        return verdict
 
 
 class _MemoryTransaction:

@@ -1,9 +1,15 @@
-"""Consumer throughput: events/s applied into SQLite by the inventory service.
+"""Consumer throughput: events/s applied into SQLite by the inventory service, against the limit.
 
 Publishes N realistic product events (created, updated, stock, ATS, deleted; distinct message ids and
-products, in date order per product) to an exchange and queue of its own, then starts one inventory
-consumer in this process (SQLite in a temporary directory) and times how fast it drains the queue.
-The last line printed is one JSON object.
+products, in date order per product) to an exchange and queue of its own, then, in one run:
+
+1. the limit: raw aio-pika draining the same messages from the same kind of queue (quorum), one ack
+   per message, at the same prefetch, doing nothing else;
+2. one inventory consumer in this process (SQLite in a temporary directory, `synchronous=FULL`, group
+   commit: acks only after the batch's COMMIT) draining them again.
+
+The last line printed is one JSON object: limit_events_per_s, sqlite_events_per_s, sqlite_ratio, lost
+(events not accounted for as applied, stale or duplicate, or products missing from the store).
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python tests/bench/consumer_bench.py --events 5000
 """
@@ -14,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -74,43 +81,81 @@ async def cleanup(url: str, settings: ConsumerSettings) -> None:
             await channel.exchange_delete(name)
 
 
-async def main(count: int, url: str, prefetch: int, concurrency: int) -> dict[str, object]:
+async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefetch: int) -> float:
+    """Raw aio-pika: consume and ack every message of a quorum queue bound like the consumer's."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(f"{exchange}.limit", durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+        await queue.bind(exchange, "product.#")
+        await publish(url, exchange, outgoing)
+        done = asyncio.Event()
+        acked = 0
+
+        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal acked
+            await incoming.ack()
+            acked += 1
+            if acked == len(outgoing):
+                done.set()
+
+        started = time.perf_counter()
+        tag = await queue.consume(on_message)
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        await queue.cancel(tag)
+        await queue.delete(if_unused=False, if_empty=False)
+        return elapsed
+
+
+async def main(count: int, url: str, settings_overrides: dict[str, int]) -> dict[str, object]:
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as directory:
         database = Path(directory) / "inventory.sqlite3"
         settings = ConsumerSettings(amqp_url=url, exchange=f"bench.consumers.{suffix}",
                                     queue=f"inventory-bench-{suffix}", database=str(database), http_port=0,
-                                    prefetch=prefetch, concurrency=concurrency)
+                                    **settings_overrides)  # type: ignore[arg-type]
         try:
             connection = await aio_pika.connect(url)
             async with connection:
                 await ensure_topology(connection, settings.exchange)
-                await declare(await connection.channel(), topology_for(inventory, settings))
             outgoing = events(count)
-            publish_seconds = await publish(url, settings.exchange, outgoing)
+            limit_seconds = await limit(url, settings.exchange, outgoing, settings.prefetch)
+            connection = await aio_pika.connect(url)
+            async with connection:
+                await declare(await connection.channel(), topology_for(inventory, settings))
+            await publish(url, settings.exchange, outgoing)
             metrics = Metrics()
             runner = Runner(inventory, settings, metrics=metrics)
             started = time.perf_counter()
             await runner.start()
-            while metrics.value("inventory", "applied") + metrics.value("inventory", "stale") < count:
-                await asyncio.sleep(0.01)
+            while sum(metrics.value("inventory", o) for o in ("applied", "stale", "duplicate", "parked")) < count:
+                await asyncio.sleep(0.05)  # reading the registry costs the consumer's loop time: not too often
             elapsed = time.perf_counter() - started
             await runner.stop()
             outcomes = {o: int(metrics.value("inventory", o))
                         for o in ("applied", "duplicate", "stale", "retried", "parked")}
+            rows = sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]
         finally:
             await cleanup(url, settings)
-    return {"consumer_events_per_s": round(count / elapsed, 1), "events": count,
-            "seconds": round(elapsed, 3), "publish_events_per_s": round(count / publish_seconds, 1),
-            "prefetch": prefetch, "concurrency": concurrency, "sqlite_synchronous": "FULL",
-            "outcomes": outcomes}
+    products = len({m.headers["tradevine-object-id"] for m in outgoing})
+    lost = count - outcomes["applied"] - outcomes["stale"] - outcomes["duplicate"] + (products - rows)
+    limit_rate, sqlite_rate = count / limit_seconds, count / elapsed
+    return {"limit_events_per_s": round(limit_rate, 1), "sqlite_events_per_s": round(sqlite_rate, 1),
+            "sqlite_ratio": round(sqlite_rate / limit_rate, 3), "lost": lost, "events": count,
+            "prefetch": settings.prefetch, "concurrency": settings.concurrency, "batch_size": settings.batch_size,
+            "batch_max_wait_ms": settings.batch_max_wait_ms, "sqlite_synchronous": "FULL", "outcomes": outcomes}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
-    parser.add_argument("--prefetch", type=int, default=16)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--prefetch", type=int, help="CONSUMER_PREFETCH (default: the setting's default)")
+    parser.add_argument("--concurrency", type=int, help="CONSUMER_CONCURRENCY")
+    parser.add_argument("--batch-size", type=int, help="CONSUMER_BATCH_SIZE")
+    parser.add_argument("--batch-max-wait-ms", type=int, help="CONSUMER_BATCH_MAX_WAIT_MS")
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     args = parser.parse_args()
     try:
@@ -119,7 +164,10 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(main(args.events, args.amqp_url, args.prefetch, args.concurrency))
-    print(f"inventory consumer: {result['events']} events in {result['seconds']} s "
-          f"→ {result['consumer_events_per_s']} events/s applied into SQLite ({result['outcomes']})")
+    chosen = {k: v for k, v in {"prefetch": args.prefetch, "concurrency": args.concurrency,
+                                "batch_size": args.batch_size, "batch_max_wait_ms": args.batch_max_wait_ms}.items()
+              if v is not None}
+    result = asyncio.run(main(args.events, args.amqp_url, chosen))
+    print(f"limit (aio-pika consume + ack): {result['limit_events_per_s']} events/s; inventory into SQLite: "
+          f"{result['sqlite_events_per_s']} events/s; ratio {result['sqlite_ratio']}; lost {result['lost']}")
     print(json.dumps(result))

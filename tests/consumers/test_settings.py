@@ -14,7 +14,8 @@ def test_defaults() -> None:
     settings = ConsumerSettings.from_environ({})
     assert settings == ConsumerSettings()
     assert (settings.exchange, settings.http_port, settings.prefetch, settings.concurrency) == (
-        "tradevine.events", 8081, 16, 4)
+        "tradevine.events", 8081, 128, 64)
+    assert (settings.batch_size, settings.batch_max_wait_ms) == (64, 5)
     assert settings.database_path("inventory") == "./inventory.sqlite3"
     assert settings.queue_name("inventory") == "inventory"
     assert settings.retry_delays is None

@@ -165,3 +165,95 @@ async def test_a_task_cancelled_while_begin_is_running_leaves_no_open_transactio
     assert await store.query("SELECT name FROM seen") == [("next",)]
     assert not await store.call(lambda c: c.in_transaction)
     await store.close()
+
+
+class Batched:
+    """A file SQLite store with group commit, and a handler that writes the product name."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.handler = Writes()
+
+    async def apply(self, current: Event) -> str:
+        return await apply(self.store, current, self.handler)
+
+
+@pytest.fixture
+async def batched(tmp_path: Path) -> AsyncIterator[Batched]:
+    store = SqliteStore(tmp_path / "batched.sqlite3", schema=SCHEMA, batch_size=4, batch_max_wait=0.05)
+    await store.open()
+    yield Batched(store)
+    await store.close()
+
+
+def committed(path: Path) -> list[tuple[str, ...]]:
+    """What another connection sees: only what was committed."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return other.execute("SELECT name FROM seen ORDER BY name").fetchall()
+
+
+async def test_a_full_batch_commits_once_and_only_then_do_its_events_return(tmp_path: Path) -> None:
+    path = tmp_path / "full.sqlite3"
+    store = SqliteStore(path, schema=SCHEMA, batch_size=4, batch_max_wait=60)  # only a full batch commits
+    await store.open()
+    batched = Batched(store)
+    first = [asyncio.create_task(batched.apply(event(name=n))) for n in ["a", "b", "c"]]
+    while batched.store.pending < 3:  # three savepoints released, no COMMIT yet (batch of 4, 50 ms)
+        await asyncio.sleep(0.001)
+    assert not any(task.done() for task in first)
+    assert committed(path) == []
+    assert await batched.apply(event(name="d")) == "applied"  # the fourth fills the batch
+    assert [await task for task in first] == ["applied"] * 3
+    assert committed(path) == [("a",), ("b",), ("c",), ("d",)]
+    await store.close()
+
+
+async def test_a_partial_batch_commits_after_the_max_wait(batched: Batched) -> None:
+    assert await batched.apply(event(name="alone")) == "applied"
+    assert committed(Path(batched.store.path)) == [("alone",)]
+
+
+async def test_a_failing_handler_rolls_back_only_its_own_writes(batched: Batched) -> None:
+    async def fails(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('x', 'broken')")
+        raise OSError("disk on fire")
+
+    good = asyncio.create_task(batched.apply(event(name="good")))
+    with pytest.raises(OSError, match="disk on fire"):
+        await batched.store.apply(event(name="bad"), fails)
+    assert await good == "applied"
+    assert committed(Path(batched.store.path)) == [("good",)]
+    # The failed event was not recorded: it can be applied on its retry.
+    assert await batched.apply(event(name="bad")) == "applied"
+
+
+async def test_inside_one_batch_a_resend_is_a_duplicate_and_an_older_event_is_stale(batched: Batched) -> None:
+    newer = event("2025-03-18T22:00:00", name="newer")
+    older = event("2025-03-18T21:00:00", name="older")
+    verdicts = await asyncio.gather(batched.apply(newer), batched.apply(newer), batched.apply(older))
+    assert verdicts == ["applied", "duplicate", "stale"]
+    assert committed(Path(batched.store.path)) == [("newer",)]
+
+
+async def test_a_waiter_cancelled_before_the_commit_does_not_stop_the_batch(batched: Batched) -> None:
+    waiting = asyncio.create_task(batched.apply(event(name="cancelled-waiter")))
+    while batched.store.pending < 1:
+        await asyncio.sleep(0.001)
+    waiting.cancel()  # a pod stopping: its message stays unacked, the broker redelivers it
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await batched.apply(event(name="other")) == "applied"
+    assert committed(Path(batched.store.path)) == [("cancelled-waiter",), ("other",)]
+    # The redelivery of the cancelled one is then a duplicate: applied once.
+    assert await batched.apply(event(name="cancelled-waiter")) == "duplicate"
+
+
+async def test_close_commits_what_is_pending(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "close.sqlite3", schema=SCHEMA, batch_size=100, batch_max_wait=60)
+    await store.open()
+    pending = asyncio.create_task(apply(store, event(name="pending"), Writes()))
+    while store.pending < 1:
+        await asyncio.sleep(0.001)
+    await store.close()
+    assert await pending == "applied"
+    assert committed(tmp_path / "close.sqlite3") == [("pending",)]
