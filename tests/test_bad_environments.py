@@ -25,7 +25,7 @@ CASES = [
     (GATEWAY, {"TRADEVINE_CONSUMER_SECRET": ""}, ["TRADEVINE_CONSUMER_SECRET is not set", "consumer secret"]),
     (CONSUMER, {"CONSUMER_LOG_LEVEL": "verbose"}, ["CONSUMER_LOG_LEVEL='verbose'", "use one of debug"]),
     (CONSUMER, {"CONSUMER_HTTP_PORT": TAKEN}, ["CONSUMER_HTTP_PORT=" + TAKEN, "already in use"]),
-    (CONSUMER, {"CONSUMER_PREFETCH": "0"}, ["CONSUMER_PREFETCH='0'", "try 16"]),
+    (CONSUMER, {"CONSUMER_PREFETCH": "0"}, ["CONSUMER_PREFETCH='0'", "try 128"]),
     (CONSUMER, {"CONSUMER_HANDLER_TIMEOUT_SECONDS": "soon"}, ["CONSUMER_HANDLER_TIMEOUT_SECONDS='soon'", "try 60"]),
     (CONSUMER, {"CONSUMER_DATABASE": "/proc/no-such-dir/inventory.sqlite3", "CONSUMER_HTTP_PORT": "0"},
      ["CONSUMER_DATABASE='/proc/no-such-dir/inventory.sqlite3' cannot be opened", "writable directory"]),
