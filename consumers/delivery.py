@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -39,8 +40,20 @@ class Metrics:
             ["consumer"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+
     def count(self, consumer: str, outcome: str) -> None:
-        self.messages.labels(consumer=consumer, outcome=outcome).inc()
+        child = self._counters.get((consumer, outcome))
+        if child is None:  # labels() per event costs more than the increment: keep the children
+            child = self._counters[consumer, outcome] = self.messages.labels(consumer=consumer, outcome=outcome)
+        child.inc()
+
+    def observe(self, consumer: str, seconds: float) -> None:
+        child = self._timers.get(consumer)
+        if child is None:
+            child = self._timers[consumer] = self.handler_seconds.labels(consumer=consumer)
+        child.observe(seconds)
 
     def value(self, consumer: str, outcome: str) -> float:
         found = self.registry.get_sample_value("tradevine_consumer_messages_total",
@@ -105,5 +118,4 @@ class Delivery:
                                  f"than {self.policy.handler_timeout:g}s and was rolled back; make it faster or raise "
                                  "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS") from exc
         finally:
-            self.metrics.handler_seconds.labels(consumer=self.consumer.name).observe(
-                time.perf_counter() - started)
+            self.metrics.observe(self.consumer.name, time.perf_counter() - started)

@@ -195,8 +195,9 @@ class Runner:
             return
         self.metrics.count(self.consumer.name, outcome.label)
         if isinstance(outcome, Done):
-            log.log(logging.DEBUG if outcome.verdict == "applied" else logging.INFO,
-                    f"event_{outcome.verdict}", extra={**ids, "attempt": attempt})
+            level = logging.DEBUG if outcome.verdict == "applied" else logging.INFO
+            if log.isEnabledFor(level):  # most events: applied, not logged at info; skip building the line
+                log.log(level, f"event_{outcome.verdict}", extra={**ids, "attempt": attempt})
         elif isinstance(outcome, Park):
             log.warning("event_parked", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
                                                "permanent": outcome.permanent, "error": outcome.error})
