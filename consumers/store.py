@@ -9,7 +9,6 @@ in dictionaries, for consumers whose effects live elsewhere and for tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +114,17 @@ class _Batch:
         self.durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
         self.committing: asyncio.Task[None] | None = None
+
+
+def _answer(durable: asyncio.Future[None], committed: asyncio.Future[None]) -> None:
+    if durable.done():
+        return
+    if committed.cancelled():
+        durable.set_exception(UnsupportedOperation("the store closed before the batch's COMMIT returned."))
+    elif (error := committed.exception()) is not None:
+        durable.set_exception(error)
+    else:
+        durable.set_result(None)
 
 
 class SqliteStore:
@@ -248,6 +258,14 @@ class SqliteStore:
         if batch.committing is None:
             batch.committing = asyncio.get_running_loop().create_task(self._commit(batch))
 
+    def _commit_or_rollback(self, connection: sqlite3.Connection) -> None:
+        """On the store's thread: COMMIT, or, when it fails (a deferred constraint, a full disk), ROLLBACK."""
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback(connection)
+            raise
+
     async def _commit(self, batch: _Batch) -> None:
         async with self._lock:
             if self._batch is not batch:
@@ -256,19 +274,13 @@ class SqliteStore:
             if batch.timer is not None:
                 batch.timer.cancel()
             connection = self._connection
-            assert connection is not None
-            try:
-                # Shielded: once COMMIT is on its way, its answer must reach every waiter.
-                await asyncio.shield(self._run(partial(connection.execute, "COMMIT")))
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._rollback(connection)
-                if not batch.durable.done():
-                    batch.durable.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                batch.durable.set_result(None)
+            assert connection is not None and self._executor is not None
+            committed = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._commit_or_rollback, connection)
+            # The waiters get COMMIT's answer from the future itself, so a cancelled committer cannot
+            # leave them hanging; the next BEGIN queues behind COMMIT on the same thread.
+            committed.add_done_callback(partial(_answer, batch.durable))
+            await asyncio.wait([committed])
 
     async def apply(self, event: Event, work: Work) -> Verdict:
         async with self._lock:

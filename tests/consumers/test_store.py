@@ -257,3 +257,52 @@ async def test_close_commits_what_is_pending(tmp_path: Path) -> None:
     await store.close()
     assert await pending == "applied"
     assert committed(tmp_path / "close.sqlite3") == [("pending",)]
+
+
+async def test_a_commit_that_fails_fails_every_event_of_its_batch_and_the_store_goes_on(tmp_path: Path) -> None:
+    schema = SCHEMA + ("CREATE TABLE IF NOT EXISTS parent (id TEXT PRIMARY KEY);"
+                       "CREATE TABLE IF NOT EXISTS child (parent_id TEXT REFERENCES parent (id) "
+                       "DEFERRABLE INITIALLY DEFERRED);")
+    path = tmp_path / "failing.sqlite3"
+    store = SqliteStore(path, schema=schema, batch_size=2, batch_max_wait=60)
+    await store.open()
+
+    async def orphan(tx: Transaction) -> None:  # passes its savepoint; the deferred check fails at COMMIT
+        await tx.execute("INSERT INTO child VALUES ('nobody')")
+
+    good = asyncio.create_task(apply(store, event(name="good"), Writes()))
+    while store.pending < 1:
+        await asyncio.sleep(0.001)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY constraint failed"):
+        await store.apply(event(name="orphan"), orphan)
+    with pytest.raises(sqlite3.IntegrityError):
+        await good  # its batch did not commit: its delivery is retried, not acked
+    assert committed(path) == []
+    assert not await store.call(lambda c: c.in_transaction)
+    handler = Writes()
+    done = await asyncio.gather(apply(store, event(name="good"), handler), apply(store, event(name="next"), handler))
+    assert done == ["applied", "applied"]  # the retry of "good" is applied, not a duplicate
+    assert committed(path) == [("good",), ("next",)]
+    await store.close()
+
+
+async def test_a_delivery_cancelled_inside_its_handler_leaves_the_rest_of_the_batch(batched: Batched) -> None:
+    entered = asyncio.Event()
+
+    async def hangs(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('x', 'cancelled')")
+        entered.set()
+        await asyncio.Event().wait()
+
+    first = asyncio.create_task(batched.apply(event(name="before")))
+    while batched.store.pending < 1:
+        await asyncio.sleep(0.001)
+    cancelled = asyncio.create_task(batched.store.apply(event(name="cancelled"), hangs))
+    await entered.wait()
+    cancelled.cancel()  # a channel closing mid-handler
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert await batched.apply(event(name="after")) == "applied"
+    assert await first == "applied"
+    assert committed(Path(batched.store.path)) == [("after",), ("before",)]
+    assert await batched.apply(event(name="cancelled")) == "applied"  # its redelivery was never recorded

@@ -80,3 +80,12 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path else ""
+
+
+def send(url: str, key: str) -> str:
+    """`tradevine-gateway send-test-event` for `key` to `url`, signed with the tests' secret; its stdout."""
+    done = subprocess.run([sys.executable, "-m", "gateway", "send-test-event", "--event", key, "--url", url,
+                           "--secret", TEST_SECRET], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

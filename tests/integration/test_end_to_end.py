@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway import wire
-from tests.conftest import TEST_SECRET
-from tests.integration.consumer_helpers import ROOT, Broker, ConsumerProcess, Names, delete_all, eventually, rows
-from tests.integration.processes import GatewayProcess
+from tests.integration.consumer_helpers import Broker, ConsumerProcess, Names, delete_all, eventually, rows
+from tests.integration.processes import GatewayProcess, send
 
 pytestmark = pytest.mark.integration
 ORG, PRODUCT, ORDER = "3479979772659009354", "3451582911247567682", "3479979772702215467"
@@ -50,14 +47,6 @@ def services(amqp_url: str, names: tuple[Names, Names], tmp_path: Path) -> Itera
     for process in started:
         assert asyncio.run(process.wait()) == 0
         process.stop()
-
-
-def send(url: str, key: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "gateway", "send-test-event", "--event", key, "--url", url,
-                           "--secret", TEST_SECRET], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def test_all_ten_event_types_reach_the_stores(amqp_url: str, names: tuple[Names, Names],

@@ -32,11 +32,10 @@ import pytest
 import yaml
 
 from gateway import sample, wire
-from tests.conftest import TEST_SECRET
 from tests.integration.brokers import ScratchBroker
 from tests.integration.consumer_helpers import ROOT, Broker, ConsumerProcess, Names, eventually, outgoing, rows
 from tests.integration.fake_tradevine import FakeTradevine, product, sales_order, serving
-from tests.integration.processes import GatewayProcess
+from tests.integration.processes import GatewayProcess, send
 
 pytestmark = pytest.mark.integration
 
@@ -117,14 +116,6 @@ def consumers(users: Users, gateway: GatewayProcess, tmp_path: Path) -> Iterator
 async def admin(users: Users) -> AsyncIterator[Broker]:
     async with Broker(users.admin, Names(wire.EXCHANGE, "inventory")) as broker:
         yield broker
-
-
-def send(url: str, key: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "gateway", "send-test-event", "--event", key, "--url", url,
-                           "--secret", TEST_SECRET], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def applied(database: Path) -> list[str]:
