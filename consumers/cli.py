@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
+from consumers import parked as ops
 from consumers.consumer import Consumer
 from consumers.errors import BrokerTlsError, ConsumerError, RegistryError, SettingsError
 from consumers.registry import ENTRY_POINT_GROUP, find, load
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("purge", "delete parked messages")):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("name", metavar="NAME")
-        sub.add_argument("--limit", type=_limit, metavar="N", help="at most N messages (default: all)")
+        default = f"{ops.PAGE}" if action in ("list", "show") else "all"
+        sub.add_argument("--limit", type=_limit, metavar="N", help=f"at most N messages (default: {default})")
         if action == "replay":
             sub.add_argument("--dry-run", action="store_true", help="print what would be replayed, change nothing")
     return parser
@@ -108,16 +110,19 @@ def run(consumer: Consumer, settings: ConsumerSettings) -> int:
 
 
 def parked(args: argparse.Namespace, consumer: Consumer, settings: ConsumerSettings, out: TextIO) -> int:
-    from consumers import parked as ops
     from consumers.runner import topology_for
 
     topology = topology_for(consumer, settings)
     url = settings.amqp_url
     if args.action in ("list", "show"):
-        messages = asyncio.run(ops.peek(url, topology, limit=args.limit))
-        for message in messages:
+        page = asyncio.run(ops.peek(url, topology, limit=args.limit or ops.PAGE))
+        for message in page.messages:
             print(message.summary() if args.action == "list" else message.as_json(), file=out)
-        print(f"{len(messages)} parked message(s) in {topology.parked}", file=out)
+        if page.more:
+            print(f"showing the first {len(page.messages)} of {page.total} parked message(s) in "
+                  f"{topology.parked}; {page.more} more (--limit N shows more)", file=out)
+        else:
+            print(f"{len(page.messages)} parked message(s) in {topology.parked}", file=out)
     elif args.action == "replay":
         messages = asyncio.run(ops.replay(url, topology, limit=args.limit, dry_run=args.dry_run))
         for message in messages:

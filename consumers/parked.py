@@ -29,6 +29,8 @@ from gateway import wire
 from gateway.settings import redact_url
 
 CONFIRM_TIMEOUT = 10.0
+PAGE = 100
+"""`parked list` and `parked show` look at this many messages unless given --limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,30 +111,41 @@ async def _parked_queue(channel: AbstractChannel, topology: Topology) -> tuple[A
 
 
 async def _take(queue: AbstractQueue, count: int) -> list[AbstractIncomingMessage]:
+    """Up to `count` messages from the head of the queue, held unacked.
+
+    `count` is at most the depth when the queue was declared, so a message parked again while we work
+    (it joins the tail) is not picked up twice; two parked copies of one message_id (at-least-once
+    republishing can park both) are both taken.
+    """
     taken: list[AbstractIncomingMessage] = []
-    seen: set[str] = set()
     while len(taken) < count:
         message = await queue.get(no_ack=False, fail=False)
         if message is None:
             break
-        key = message.message_id or str(message.delivery_tag)
-        if key in seen:  # parked again while we were at it: leave it for next time
-            await message.nack(requeue=True)
-            break
-        seen.add(key)
         taken.append(message)
     return taken
 
 
-async def peek(url: str, topology: Topology, *, limit: int | None = None) -> list[ParkedMessage]:
-    """Parked messages (up to `limit`), left in the queue."""
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[ParkedMessage]
+    total: int
+    """How many messages the parked queue held when we looked."""
+
+    @property
+    def more(self) -> int:
+        return max(self.total - len(self.messages), 0)
+
+
+async def peek(url: str, topology: Topology, *, limit: int | None = PAGE) -> Page:
+    """The first `limit` parked messages (all with None), left in the queue, and the queue's depth."""
     async with _channel(url) as channel:
         queue, count = await _parked_queue(channel, topology)
         taken = await _take(queue, count if limit is None else min(limit, count))
         described = [describe(m) for m in taken]
         for message in taken:
             await message.nack(requeue=True)
-        return described
+        return Page(described, count)
 
 
 async def replay(url: str, topology: Topology, *, limit: int | None = None,

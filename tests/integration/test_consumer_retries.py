@@ -125,6 +125,36 @@ async def test_purge_removes_parked_messages(amqp_url: str, names: Names, probe_
             0, f"purged 2 message(s) from {names.queue}.parked\n")
 
 
+async def test_parked_list_pages_and_lists_both_copies_of_a_message_parked_twice(
+        amqp_url: str, names: Names, probe_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (probe_dir / "mode").write_text("permanent")
+    twice = outgoing(body("product.updated", date=T0))
+    others = [outgoing(body("product.updated", date=T0.replace(minute=m))) for m in (1, 2)]
+    async with (Broker(amqp_url, names) as broker,
+                running(consumer_apps.probe, consumer_settings(amqp_url, names, probe_dir / "p.sqlite3"))):
+        # At-least-once republishing can deliver (and so park) one message twice.
+        for message in (twice, twice, *others):
+            await broker.publish(message)
+        await eventually(lambda: broker.holds(f"{names.queue}.parked", 4), what="four parked")
+
+    code, out = await cli(names, amqp_url, "parked", "list", "probe")
+    assert code == 0 and out.count(twice.message_id[:16]) == 2, out
+    assert out.endswith(f"4 parked message(s) in {names.queue}.parked\n")
+
+    monkeypatch.setattr("consumers.parked.PAGE", 3)
+    code, out = await cli(names, amqp_url, "parked", "list", "probe")
+    assert code == 0 and len(out.splitlines()) == 4, out
+    assert out.endswith(f"showing the first 3 of 4 parked message(s) in {names.queue}.parked; "
+                        "1 more (--limit N shows more)\n")
+    code, out = await cli(names, amqp_url, "parked", "show", "probe", "--limit", "1")
+    assert code == 0 and "3 more" in out and out.count('"message_id"') == 1
+
+    code, out = await cli(names, amqp_url, "parked", "replay", "probe", "--dry-run")
+    assert code == 0 and out.count(twice.message_id[:16]) == 2 and "would replay 4 message(s)" in out
+    async with Broker(amqp_url, names) as broker:
+        assert await broker.count(f"{names.queue}.parked") == 4
+
+
 async def test_a_queue_declared_with_other_arguments_is_a_clear_error(
         amqp_url: str, names: Names, probe_dir: Path) -> None:
     connection = await aio_pika.connect(amqp_url)
