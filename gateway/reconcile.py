@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +51,9 @@ DST_MARGIN: Final = timedelta(hours=1)
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+# SIGTERM (a pod deleted, a node drained, the Job's deadline): the run stops where it is, closes its
+# connections and exits with the shell's code for "terminated by SIGTERM", 128 + 15.
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
 
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -460,22 +465,66 @@ async def _connect(settings: ReconcilerSettings) -> AmqpPublisher:
     return publisher
 
 
+class Terminated(Exception):
+    """SIGTERM arrived; the run stopped where it was."""
+
+
+class _Termination:
+    """SIGTERM handling for one run: a flag before the event loop runs, a cancellation inside it.
+
+    As PID 1 in a container the default action of SIGTERM does nothing (the kernel ignores it), so
+    without a handler the run would go on until the kubelet's SIGKILL at the end of the grace period.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._task: asyncio.Task[None] | None = None
+
+    def on_signal(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        if self.received:
+            return
+        self.received = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def attach(self, task: asyncio.Task[None]) -> None:
+        self._task = task
+        if self.received:
+            task.cancel()
+
+
 async def _run(summary: Summary, settings: ReconcilerSettings, page_size: int | None,
-               progress: Progress) -> None:
-    publisher = None if summary.dry_run else await _connect(settings)
+               progress: Progress, termination: _Termination | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    handled = termination is not None and task is not None and threading.current_thread() is threading.main_thread()
+    if handled:
+        assert termination is not None and task is not None
+        loop.add_signal_handler(signal.SIGTERM, termination.on_signal)
+        termination.attach(task)
     try:
-        async with TradevineClient(settings.api) as client:
-            await reconcile(client, publisher, settings=settings, window=summary.window,
-                            models=summary.models, page_size=page_size, summary=summary,
-                            progress=progress)
+        publisher = None if summary.dry_run else await _connect(settings)
+        try:
+            async with TradevineClient(settings.api) as client:
+                await reconcile(client, publisher, settings=settings, window=summary.window,
+                                models=summary.models, page_size=page_size, summary=summary,
+                                progress=progress)
+        finally:
+            if publisher is not None:
+                await publisher.close()
+    except asyncio.CancelledError:
+        if termination is not None and termination.received:
+            raise Terminated from None
+        raise
     finally:
-        if publisher is not None:
-            await publisher.close()
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO | None = None,
         stderr: TextIO | None = None) -> int:
-    """Run `reconcile` and return the exit code: 0 done, 1 failed (API or broker), 2 bad settings."""
+    """Run `reconcile` and return the exit code: 0 done, 1 failed (API or broker), 2 bad settings,
+    143 stopped by SIGTERM (connections closed; what was published stays published)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         settings = ReconcilerSettings.from_environ(environ)
@@ -488,8 +537,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
                       exchange=settings.exchange)
     progress = terminal_progress(err) if err.isatty() else _no_progress
     started = time.monotonic()
+    termination = _Termination()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, termination.on_signal) if in_main_thread else None
     try:
-        asyncio.run(_run(summary, settings, args.page_size, progress))
+        asyncio.run(_run(summary, settings, args.page_size, progress, termination))
+    except Terminated:
+        summary.error = ("stopped by SIGTERM; the connections are closed and what was published stays "
+                         "published; the next run covers this window again")
     except ApiAuthError as exc:
         summary.error = str(exc)
     except ApiError as exc:
@@ -498,6 +553,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
         summary.error = f"RabbitMQ: {exc}"
     except KeyboardInterrupt:
         summary.error = "interrupted"
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     summary.seconds = time.monotonic() - started
     print(format_summary(summary), file=out)
     if summary.error:
@@ -509,4 +567,6 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
             print(f"cannot write --metrics-file {args.metrics_file!r}: {exc.strerror}; "
                   "choose a writable path.", file=err)
             return EXIT_FAILED
+    if termination.received and not summary.ok:
+        return EXIT_TERMINATED
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -133,6 +133,12 @@ class ScratchBroker:
         self.port = int(self._container.get_exposed_port(5672))
         self.url = f"amqp://guest:guest@{host}:{self.port}/"
 
+    def log_text(self) -> str | None:
+        """The node's log so far (local nodes only; None for a container)."""
+        if self._dir is None or self._node is None:
+            return None
+        return "".join(path.read_text(errors="replace") for path in sorted((self._dir / "log").glob("*.log")))
+
     def stop_app(self) -> None:
         """Stop the broker application: connections drop and new ones are refused."""
         self._ctl("stop_app")
