@@ -11,7 +11,7 @@ from typing import TextIO
 
 from consumers import parked as ops
 from consumers.consumer import Consumer
-from consumers.errors import BrokerTlsError, ConsumerError, RegistryError, SettingsError
+from consumers.errors import BrokerError, ConsumerError, RegistryError, SettingsError
 from consumers.registry import ENTRY_POINT_GROUP, find, load
 from consumers.settings import ConsumerSettings
 from gateway import __version__
@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return parked(args, consumer, settings, out)
     except ConsumerError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (SettingsError, RegistryError, BrokerTlsError)) else 1
+        # Settings, names and a broker that cannot be reached at start: fix and run again (2).
+        return 2 if isinstance(exc, (SettingsError, RegistryError, BrokerError)) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -28,6 +28,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+def _not_a_repeated_connect_failure(record: logging.LogRecord) -> bool:
+    """aiormq logs every failed connect before raising it; the caller reports that same error itself
+    (the gateway's `broker_connect_failed`, the consumers' one-line start-up error, aio-pika's reconnect
+    warning), with the URL's password masked, so aiormq's copy is only a duplicate line."""
+    return not record.msg.startswith("error when creating transport")
+
+
 def setup(level: str = "INFO") -> None:
     """Route every logger (ours, uvicorn's, aio-pika's) through one JSON handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -40,3 +47,6 @@ def setup(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("aio_pika").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, root.level))
+    connection = logging.getLogger("aiormq.connection")
+    if _not_a_repeated_connect_failure not in connection.filters:
+        connection.addFilter(_not_a_repeated_connect_failure)

@@ -29,6 +29,8 @@ CASES = [
     (CONSUMER, {"CONSUMER_HANDLER_TIMEOUT_SECONDS": "soon"}, ["CONSUMER_HANDLER_TIMEOUT_SECONDS='soon'", "try 60"]),
     (CONSUMER, {"CONSUMER_DATABASE": "/proc/no-such-dir/inventory.sqlite3", "CONSUMER_HTTP_PORT": "0"},
      ["CONSUMER_DATABASE='/proc/no-such-dir/inventory.sqlite3' cannot be opened", "writable directory"]),
+    (CONSUMER, {"AMQP_URL": "amqp://guest:secret@127.0.0.1:1/"},
+     ["cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/", "Connection refused", "check AMQP_URL"]),
     ([sys.executable, "-m", "consumers", "run", "invntory"], {}, ["'invntory'"]),
 ]
 
@@ -52,7 +54,7 @@ def test_a_bad_environment_is_one_line_with_the_value_and_the_fix_and_exit_2(
     done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60, check=False)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and ":secret@" not in done.stderr
     assert len(lines) == 1, lines
     for part in expected:
         assert part.replace(TAKEN, str(taken_port)) in lines[0], (part, lines[0])

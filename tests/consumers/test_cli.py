@@ -60,7 +60,7 @@ def test_bad_settings_are_all_reported_before_connecting(capsys: pytest.CaptureF
 def test_an_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(["parked", "list", "inventory"], {"AMQP_URL": "amqp://guest:secret@127.0.0.1:1/"})
     err = capsys.readouterr().err
-    assert code == 1 and "cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/" in err
+    assert code == 2 and "cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/" in err
     assert "secret" not in err
 
 
