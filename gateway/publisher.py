@@ -261,14 +261,14 @@ class AmqpPublisher:
         if not isinstance(result, Basic.Ack):
             raise BrokerUnavailable(f"unexpected publish result {type(result).__name__}")
 
-    async def close(self, drain_timeout: float | None = None) -> None:
+    async def close(self) -> None:
         """Wait for in-flight confirms (up to the publish timeout), then close."""
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), drain_timeout or self.timeout)
+            await asyncio.wait_for(self._idle.wait(), self.timeout)
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -21,11 +21,6 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def mask(secret: str) -> str:
-    """A secret as it may appear in output: its length only."""
-    return f"<{len(secret)} chars>" if secret else "<empty>"
-
-
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

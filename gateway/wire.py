@@ -135,11 +135,10 @@ def parse_event_date(value: object) -> datetime | None:
     """`EventDateUtc` as an aware UTC datetime; naive values are UTC. None when unparseable."""
     if not isinstance(value, str) or not value:
         return None
+    # Python 3.11 reads `Z` and .NET's 7 fractional digits (keeping 6); a lower-case `z` it does not.
     text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # .NET sends up to 7 fractional digits; Python accepts at most 6.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -55,6 +55,8 @@ def test_ids_travel_as_strings(value: object, text: str | None) -> None:
     ("2025-03-18T21:14:07.347", datetime(2025, 3, 18, 21, 14, 7, 347000, tzinfo=UTC)),
     ("2025-03-18T21:14:07.3471234", datetime(2025, 3, 18, 21, 14, 7, 347123, tzinfo=UTC)),
     ("2025-03-18T21:14:07Z", datetime(2025, 3, 18, 21, 14, 7, tzinfo=UTC)),
+    ("2025-03-18T21:14:07.3471234z", datetime(2025, 3, 18, 21, 14, 7, 347123, tzinfo=UTC)),
+    (" 2025-03-18T21:14:07.3471234Z ", datetime(2025, 3, 18, 21, 14, 7, 347123, tzinfo=UTC)),
     ("2025-03-19T10:14:07+13:00", datetime(2025, 3, 18, 21, 14, 7, tzinfo=UTC)),
     ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=UTC)),
     ("yesterday", None), (None, None), (20250318, None)])
