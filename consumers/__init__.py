@@ -11,7 +11,7 @@ from consumers.event import Event
 from consumers.outcome import Done, Outcome, Park, Retry
 from consumers.policy import RetryPolicy
 from consumers.settings import ConsumerSettings
-from consumers.store import MemoryStore, SqliteStore, Store, Transaction, Verdict
+from consumers.store import MemoryStore, Migration, SqliteStore, Store, Transaction, Verdict
 
 __all__ = [
     "Consumer",
@@ -22,6 +22,7 @@ __all__ = [
     "Handler",
     "MalformedEvent",
     "MemoryStore",
+    "Migration",
     "Outcome",
     "Park",
     "Permanent",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar, overload
 
 from consumers.event import Event
 from consumers.policy import RetryPolicy
-from consumers.store import Transaction
+from consumers.store.base import Migration, Transaction, check_migrations
 
 Handler = Callable[[Event, Transaction], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
@@ -52,12 +52,17 @@ class Consumer:
 
     `store` chooses where the guards (applied message ids, last event date per entity) live:
     `"sqlite"` (the default: the database named by CONSUMER_DATABASE, in the same transaction as the
-    handler's SQL) or `"memory"` (for handlers whose effects live elsewhere; lost on restart, no SQL).
+    handler's SQL; a SQLite file or, for a `postgresql://` URL, PostgreSQL) or `"memory"` (for handlers
+    whose effects live elsewhere; lost on restart, no SQL).
+
+    `migrations` are the consumer's schema as ordered, versioned steps (`Migration(1, "CREATE TABLE ...")`);
+    the store applies the missing ones at start and refuses a database newer than the code. `schema`
+    (CREATE TABLE IF NOT EXISTS ..., run at every start) still works for a schema that never changes.
     """
 
     def __init__(self, name: str, *, bindings: tuple[str, ...], delivery_limit: int = 10,
-                 retry: RetryPolicy | None = None, schema: str = "", description: str = "",
-                 store: StoreKind = "sqlite") -> None:
+                 retry: RetryPolicy | None = None, schema: str = "", migrations: Sequence[Migration] = (),
+                 description: str = "", store: StoreKind = "sqlite") -> None:
         if not _NAME.match(name):
             raise ValueError(f"consumer name {name!r} must be lowercase letters, digits, '_' or '-' "
                              "(dots between words); try 'inventory'.")
@@ -77,6 +82,10 @@ class Consumer:
         self.delivery_limit = delivery_limit
         self.retry = retry or RetryPolicy()
         self.schema = schema
+        try:
+            self.migrations = check_migrations(migrations)
+        except ValueError as exc:
+            raise ValueError(f"consumer {name!r}: {exc}") from None
         self.description = description
         self.store: StoreKind = store
         self.routes: list[Route] = []

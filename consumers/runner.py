@@ -26,7 +26,7 @@ from consumers.http import HealthServer
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
 from consumers.policy import Sleep
 from consumers.settings import ConsumerSettings
-from consumers.store import Clock, MemoryStore, SqliteStore, Store, utc_now
+from consumers.store import Clock, MemoryStore, SqliteStore, Store, is_postgres_url, utc_now
 from consumers.topology import Topology, declare
 from gateway import wire
 from gateway.amqp_tls import connect_error_text, tls_error
@@ -46,10 +46,21 @@ def topology_for(consumer: Consumer, settings: ConsumerSettings) -> Topology:
 
 
 def store_for(consumer: Consumer, settings: ConsumerSettings) -> Store:
-    """The store the consumer chose: its SQLite database (CONSUMER_DATABASE) or the guards in memory."""
+    """The store the consumer chose: its database (CONSUMER_DATABASE: a SQLite path or a PostgreSQL URL) or
+    the guards in memory."""
     if consumer.store == "memory":
         return MemoryStore()
-    return SqliteStore(settings.database_path(consumer.name), schema=consumer.schema,
+    database = settings.database_path(consumer.name)
+    if is_postgres_url(database):
+        try:
+            from consumers.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise SettingsError([f"CONSUMER_DATABASE is a PostgreSQL URL but its driver is missing ({exc}); "
+                                 "install it with: pip install 'tradevine-gateway[postgres]'."]) from None
+        return PostgresStore(database, namespace=consumer.name, schema=consumer.schema,
+                             migrations=consumer.migrations, batch_size=settings.batch_size,
+                             batch_max_wait=settings.batch_max_wait_ms / 1000)
+    return SqliteStore(database, schema=consumer.schema, migrations=consumer.migrations,
                        batch_size=settings.batch_size, batch_max_wait=settings.batch_max_wait_ms / 1000)
 
 

@@ -48,8 +48,8 @@ def make_event(body: bytes | Mapping[str, object], *, routing_key: str | None = 
 
 
 async def open_store(consumer: Consumer) -> SqliteStore:
-    """An opened in-memory SQLite store with the consumer's schema."""
-    store = SqliteStore.memory(schema=consumer.schema)
+    """An opened in-memory SQLite store with the consumer's schema and migrations."""
+    store = SqliteStore.memory(schema=consumer.schema, migrations=consumer.migrations)
     await store.open()
     return store
 

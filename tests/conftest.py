@@ -69,3 +69,27 @@ def amqp_url() -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix so each test owns its exchange and queues."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test session's own on the real PostgreSQL (dropped at the end). Skipped when no
+    server answers, unless TEST_POSTGRES_URL or CI says one must (then a failure saying how to get one)."""
+    from tests import postgres
+
+    url = postgres.server_url()
+    problem = postgres.reachable(url)
+    if problem is not None:
+        message = (f"no PostgreSQL at {url} ({problem}); run `bash deploy/local/postgres.sh` or set "
+                   "TEST_POSTGRES_URL=postgresql://user@host:5432/postgres")
+        if postgres.required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with postgres.database(url) as created:
+        yield created
+
+
+@pytest.fixture
+def pg_namespace() -> str:
+    """A PostgreSQL schema of this test's own inside the session's database."""
+    return f"t_{uuid.uuid4().hex[:12]}"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from consumers import Consumer, Event, Permanent, RetryPolicy, Transaction
+from consumers import Consumer, Event, Migration, Permanent, RetryPolicy, Transaction
 from gateway.wire import id_text, number_value, scalar_text
 
-SCHEMA = """
+# Portable SQL (SQLite and PostgreSQL): ids are TEXT (19-digit integers exceed 2^53), quantities DOUBLE PRECISION.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS products (
     organisation_id            TEXT NOT NULL,
     product_id                 TEXT NOT NULL,
     code                       TEXT,
     name                       TEXT,
-    quantity_in_stock          REAL,
-    quantity_available_to_sell REAL,
-    quantity_available_to_ship REAL,
+    quantity_in_stock          DOUBLE PRECISION,
+    quantity_available_to_sell DOUBLE PRECISION,
+    quantity_available_to_ship DOUBLE PRECISION,
     is_archived                INTEGER NOT NULL DEFAULT 0,
     is_deleted                 INTEGER NOT NULL DEFAULT 0,
     modified_date              TEXT,
@@ -29,14 +30,16 @@ CREATE TABLE IF NOT EXISTS product_warehouse_stock (
     product_id                 TEXT NOT NULL,
     warehouse_id               TEXT NOT NULL,
     warehouse_code             TEXT,
-    quantity_in_stock          REAL,
-    quantity_available_to_sell REAL,
-    quantity_available_to_ship REAL,
+    quantity_in_stock          DOUBLE PRECISION,
+    quantity_available_to_sell DOUBLE PRECISION,
+    quantity_available_to_ship DOUBLE PRECISION,
     PRIMARY KEY (organisation_id, product_id, warehouse_id)
 );
 """
 
-inventory = Consumer("inventory", bindings=("product.#",), delivery_limit=10, schema=SCHEMA,
+MIGRATIONS = (Migration(1, SCHEMA_V1, "products and stock per warehouse"),)
+
+inventory = Consumer("inventory", bindings=("product.#",), delivery_limit=10, migrations=MIGRATIONS,
                      retry=RetryPolicy(attempts=3, tiers=(5, 30, 120, 600)),
                      description="products with stock in hand, ATS, available to ship, per warehouse")
 
@@ -95,9 +98,12 @@ async def upsert_product(tx: Transaction, event: Event, product: Mapping[str, ob
     await tx.execute("DELETE FROM product_warehouse_stock WHERE organisation_id = ? AND product_id = ?",
                      (organisation_id, product_id))
     await tx.executemany(
-        "INSERT OR REPLACE INTO product_warehouse_stock (organisation_id, product_id, warehouse_id, "
+        "INSERT INTO product_warehouse_stock (organisation_id, product_id, warehouse_id, "
         "warehouse_code, quantity_in_stock, quantity_available_to_sell, quantity_available_to_ship) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (organisation_id, product_id, warehouse_id) DO UPDATE SET "
+        "warehouse_code = excluded.warehouse_code, quantity_in_stock = excluded.quantity_in_stock, "
+        "quantity_available_to_sell = excluded.quantity_available_to_sell, "
+        "quantity_available_to_ship = excluded.quantity_available_to_ship",
         [(organisation_id, product_id, warehouse_id, scalar_text(w.get("WarehouseCode")),
           number_value(w.get("QuantityInStock", w.get("QuantityInStockSnapshot"))),
           number_value(w.get("QuantityAvailableToSell")), number_value(w.get("QuantityAvailableToShip")))

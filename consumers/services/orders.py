@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from consumers import Consumer, Event, Permanent, RetryPolicy, Transaction
+from consumers import Consumer, Event, Migration, Permanent, RetryPolicy, Transaction
 from gateway.wire import id_text, integer_value, number_value, scalar_text
 
-SCHEMA = """
+# Portable SQL (SQLite and PostgreSQL): ids are TEXT (19-digit integers exceed 2^53), amounts DOUBLE PRECISION.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS orders (
     organisation_id   TEXT NOT NULL,
     sales_order_id    TEXT NOT NULL,
     order_number      TEXT,
     status            INTEGER,
     customer_reference TEXT,
-    grand_total       REAL,
+    grand_total       DOUBLE PRECISION,
     created_date      TEXT,
     modified_date     TEXT,
     completed_date    TEXT,
@@ -29,8 +30,8 @@ CREATE TABLE IF NOT EXISTS order_lines (
     product_id        TEXT,
     code              TEXT,
     name              TEXT,
-    quantity          REAL,
-    line_total        REAL,
+    quantity          DOUBLE PRECISION,
+    line_total        DOUBLE PRECISION,
     PRIMARY KEY (organisation_id, sales_order_id, line_id)
 );
 CREATE TABLE IF NOT EXISTS shipments (
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS shipments (
 );
 """
 
-orders = Consumer("orders", bindings=("sales_order.#",), delivery_limit=10, schema=SCHEMA,
+MIGRATIONS = (Migration(1, SCHEMA_V1, "orders, lines and shipments"),)
+
+orders = Consumer("orders", bindings=("sales_order.#",), delivery_limit=10, migrations=MIGRATIONS,
                   retry=RetryPolicy(attempts=3, tiers=(5, 30, 120, 600)),
                   description="sales orders with status, lines and shipments")
 
@@ -82,8 +85,11 @@ async def record_order(event: Event, tx: Transaction) -> None:
         await tx.execute("DELETE FROM order_lines WHERE organisation_id = ? AND sales_order_id = ?",
                          (org, order_id))
         await tx.executemany(
-            "INSERT OR REPLACE INTO order_lines (organisation_id, sales_order_id, line_id, line_number, "
-            "product_id, code, name, quantity, line_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO order_lines (organisation_id, sales_order_id, line_id, line_number, "
+            "product_id, code, name, quantity, line_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (organisation_id, sales_order_id, line_id) DO UPDATE SET "
+            "line_number = excluded.line_number, product_id = excluded.product_id, code = excluded.code, "
+            "name = excluded.name, quantity = excluded.quantity, line_total = excluded.line_total",
             [(org, order_id, line_id, integer_value(line.get("LineNumber")), id_text(line.get("ProductID")),
               scalar_text(line.get("Code")), scalar_text(line.get("Name")), number_value(line.get("Quantity")),
               number_value(line.get("LineTotal")))
@@ -93,9 +99,12 @@ async def record_order(event: Event, tx: Transaction) -> None:
         await tx.execute("DELETE FROM shipments WHERE organisation_id = ? AND sales_order_id = ?",
                          (org, order_id))
         await tx.executemany(
-            "INSERT OR REPLACE INTO shipments (organisation_id, sales_order_id, pack_list_id, "
+            "INSERT INTO shipments (organisation_id, sales_order_id, pack_list_id, "
             "pack_list_number, status, shipped_date, courier, tracking_reference) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (organisation_id, sales_order_id, pack_list_id) "
+            "DO UPDATE SET pack_list_number = excluded.pack_list_number, status = excluded.status, "
+            "shipped_date = excluded.shipped_date, courier = excluded.courier, "
+            "tracking_reference = excluded.tracking_reference",
             [(org, order_id, pack_id, scalar_text(pack.get("PackListNumber")), integer_value(pack.get("Status")),
               scalar_text(pack.get("ShippedDate")), scalar_text(pack.get("Courier")),
               scalar_text(pack.get("TrackingReference")))

@@ -38,9 +38,16 @@ class Writes:
         self.names.append(name)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    chosen: Store = SqliteStore.memory(schema=SCHEMA) if request.param == "sqlite" else MemoryStore()
+    chosen: Store
+    if request.param == "postgres":
+        from consumers.store.postgres import PostgresStore
+
+        chosen = PostgresStore(request.getfixturevalue("postgres_url"), schema=SCHEMA,
+                               namespace=request.getfixturevalue("pg_namespace"), batch_size=1)
+    else:
+        chosen = SqliteStore.memory(schema=SCHEMA) if request.param == "sqlite" else MemoryStore()
     await chosen.open()
     yield chosen
     await chosen.close()

@@ -1,30 +1,34 @@
-"""Where a consumer keeps what it applied: message ids (idempotency) and, per organisation and entity,
-the last applied EventDateUtc (the stale guard), written in the same transaction as the handler's own.
-
-`SqliteStore` runs every statement on one dedicated thread (the event loop never blocks on disk), in
-WAL mode with `synchronous=FULL`, one short transaction per event. `MemoryStore` keeps the two guards
-in dictionaries, for consumers whose effects live elsewhere and for tests.
-"""
+"""SQLite with group commit: every statement that may wait (BEGIN, COMMIT) on one dedicated thread, WAL mode
+with `synchronous=FULL`, one transaction per batch and a savepoint per event."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TypeVar
 
 from consumers.errors import UnsupportedOperation
 from consumers.event import Event
+from consumers.store.base import (
+    Clock,
+    Migration,
+    Params,
+    Row,
+    Verdict,
+    Work,
+    check_migrations,
+    date_key,
+    is_stale,
+    pending,
+    utc_now,
+)
 
 T = TypeVar("T")
-Verdict = Literal["applied", "duplicate", "stale"]
-Row = tuple[Any, ...]
-Params = Sequence[object]
-Clock = Callable[[], datetime]
 
 FRAMEWORK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS consumer_applied (
@@ -39,48 +43,27 @@ CREATE TABLE IF NOT EXISTS consumer_entity (
     message_id      TEXT NOT NULL,
     PRIMARY KEY (organisation_id, entity)
 );
+CREATE TABLE IF NOT EXISTS consumer_migrations (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
+);
 """
 
 
-def date_key(moment: datetime) -> str:
-    """A UTC datetime as fixed-width text, so SQL compares it in time order."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def is_stale(event: Event, last_applied: str | None) -> bool:
-    """Older than the last applied event for its entity. Equal is not stale; undated never is."""
-    if event.event_date is None or last_applied is None:
-        return False
-    return date_key(event.event_date) < last_applied
-
-
-class Transaction(Protocol):
-    """What a handler gets: SQL on the consumer's database, inside the event's transaction."""
-
-    async def execute(self, sql: str, params: Params = ()) -> int: ...
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> int: ...
-
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
-
-
-Work = Callable[[Transaction], Awaitable[None]]
-
-
-class Store(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def apply(self, event: Event, work: Work) -> Verdict:
-        """Skip a duplicate or stale event; else run `work` and record the event, all or nothing."""
-        ...
+def statements(script: str) -> list[str]:
+    """A script split into complete SQL statements (semicolons inside literals stay where they are)."""
+    found: list[str] = []
+    chunk = ""
+    for part in script.split(";"):
+        chunk += part + ";"
+        if sqlite3.complete_statement(chunk):
+            if chunk.strip(" \t\n;"):
+                found.append(chunk.strip())
+            chunk = ""
+    if chunk.strip(" \t\n;"):
+        found.append(chunk.strip())
+    return found
 
 
 class _SqliteTransaction:
@@ -128,7 +111,8 @@ def _answer(durable: asyncio.Future[None], committed: asyncio.Future[None]) -> N
 
 
 class SqliteStore:
-    """SQLite with group commit; `schema` (the consumer's CREATE TABLE IF NOT EXISTS ...) runs at open.
+    """SQLite with group commit. At open, `schema` (CREATE TABLE IF NOT EXISTS ...) runs, then the
+    `migrations` the database has not had yet, each in a transaction with the record of its version.
 
     Events are applied one at a time, each in its own savepoint of a shared transaction, and committed
     together: when `batch_size` events have joined, or `batch_max_wait` seconds after the first. `apply`
@@ -136,12 +120,13 @@ class SqliteStore:
     handler that fails rolls back its own savepoint; the others commit. `batch_size=1` commits each event
     on its own."""
 
-    def __init__(self, path: str | Path, *, schema: str = "", clock: Clock = utc_now, batch_size: int = 64,
-                 batch_max_wait: float = 0.005) -> None:
+    def __init__(self, path: str | Path, *, schema: str = "", migrations: Sequence[Migration] = (),
+                 clock: Clock = utc_now, batch_size: int = 64, batch_max_wait: float = 0.005) -> None:
         if batch_size < 1 or batch_max_wait < 0:
             raise ValueError(f"batch_size={batch_size!r} must be >= 1 and batch_max_wait={batch_max_wait!r} >= 0.")
         self.path = str(path)
         self.schema = schema
+        self.migrations = check_migrations(migrations)
         self.clock = clock
         self.batch_size = batch_size
         self.batch_max_wait = batch_max_wait
@@ -156,8 +141,9 @@ class SqliteStore:
         return self._batch.count if self._batch is not None else 0
 
     @classmethod
-    def memory(cls, *, schema: str = "", clock: Clock = utc_now) -> SqliteStore:
-        return cls(":memory:", schema=schema, clock=clock, batch_size=1)
+    def memory(cls, *, schema: str = "", migrations: Sequence[Migration] = (),
+               clock: Clock = utc_now) -> SqliteStore:
+        return cls(":memory:", schema=schema, migrations=migrations, clock=clock, batch_size=1)
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -178,15 +164,37 @@ class SqliteStore:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.executescript(FRAMEWORK_SCHEMA + self.schema)
+        try:
+            connection.executescript(FRAMEWORK_SCHEMA + self.schema)
+            self._migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        """Apply the missing migrations in one transaction; BEGIN IMMEDIATE makes a second process wait."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            current = connection.execute("SELECT coalesce(max(version), 0) FROM consumer_migrations").fetchone()[0]
+            for migration in pending(self.migrations, int(current), where=repr(self.path)):
+                for statement in statements(migration.sql):
+                    connection.execute(statement)
+                connection.execute("INSERT INTO consumer_migrations (version, description, applied_at) "
+                                   "VALUES (?, ?, ?)", (migration.version, migration.description,
+                                                        date_key(self.clock())))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         if self._executor is None:
             return
-        if self._batch is not None:
-            await self._commit(self._batch)  # whoever waits for it gets its answer
         async with self._lock:
+            if self._batch is not None:
+                await self._commit_locked(self._batch)  # whoever waits for it gets its answer
             connection, self._connection = self._connection, None
             if connection is not None:
                 await self._run(connection.close)
@@ -268,19 +276,22 @@ class SqliteStore:
 
     async def _commit(self, batch: _Batch) -> None:
         async with self._lock:
-            if self._batch is not batch:
-                return  # already committed
-            self._batch = None
-            if batch.timer is not None:
-                batch.timer.cancel()
-            connection = self._connection
-            assert connection is not None and self._executor is not None
-            committed = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._commit_or_rollback, connection)
-            # The waiters get COMMIT's answer from the future itself, so a cancelled committer cannot
-            # leave them hanging; the next BEGIN queues behind COMMIT on the same thread.
-            committed.add_done_callback(partial(_answer, batch.durable))
-            await asyncio.wait([committed])
+            await self._commit_locked(batch)
+
+    async def _commit_locked(self, batch: _Batch) -> None:
+        if self._batch is not batch:
+            return  # already committed
+        self._batch = None
+        if batch.timer is not None:
+            batch.timer.cancel()
+        connection = self._connection
+        assert connection is not None and self._executor is not None
+        committed = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._commit_or_rollback, connection)
+        # The waiters get COMMIT's answer from the future itself, so a cancelled committer cannot
+        # leave them hanging; the next BEGIN queues behind COMMIT on the same thread.
+        committed.add_done_callback(partial(_answer, batch.durable))
+        await asyncio.wait([committed])
 
     async def apply(self, event: Event, work: Work) -> Verdict:
         async with self._lock:
@@ -308,45 +319,3 @@ class SqliteStore:
         # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
         await asyncio.shield(durable)
         return verdict
-
-
-class _MemoryTransaction:
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
-
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
-
-
-class MemoryStore:
-    """Both guards in dictionaries (lost on restart): for handlers whose effects live elsewhere."""
-
-    def __init__(self) -> None:
-        self.applied: set[str] = set()
-        self.last: dict[tuple[str, str], str] = {}
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, event: Event, work: Work) -> Verdict:
-        async with self._lock:
-            if event.message_id in self.applied:
-                return "duplicate"
-            key = (event.organisation_id or "", event.entity or "")
-            if event.entity is not None and is_stale(event, self.last.get(key)):
-                return "stale"
-            await work(_MemoryTransaction())
-            self.applied.add(event.message_id)
-            if event.entity is not None and event.event_date is not None:
-                self.last[key] = max(self.last.get(key, ""), date_key(event.event_date))
-            return "applied"

@@ -1,0 +1,101 @@
+"""What every store shares: the handler's Transaction, the Store protocol, the guard rules and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any, Literal, Protocol
+
+from consumers.errors import SettingsError
+from consumers.event import Event
+
+Verdict = Literal["applied", "duplicate", "stale"]
+Row = tuple[Any, ...]
+Params = Sequence[object]
+Clock = Callable[[], datetime]
+
+
+def date_key(moment: datetime) -> str:
+    """A UTC datetime as fixed-width text, so SQL compares it in time order."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_stale(event: Event, last_applied: str | None) -> bool:
+    """Older than the last applied event for its entity. Equal is not stale; undated never is."""
+    if event.event_date is None or last_applied is None:
+        return False
+    return date_key(event.event_date) < last_applied
+
+
+def guarded(event: Event) -> bool:
+    """Whether the event moves its entity's stale guard (it names an entity and has a date)."""
+    return event.entity is not None and event.event_date is not None
+
+
+class Transaction(Protocol):
+    """What a handler gets: SQL on the consumer's database, inside the event's transaction.
+
+    Placeholders are `?` on every store (PostgreSQL's are adapted), so a handler is written once."""
+
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> int: ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+
+Work = Callable[[Transaction], Awaitable[None]]
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def apply(self, event: Event, work: Work) -> Verdict:
+        """Skip a duplicate or stale event; else run `work` and record the event, all or nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of a consumer's schema: `version` (1, 2, ...) and the SQL that takes the database there.
+
+    The SQL runs once, in the same transaction as the record of its version; write it portably (it runs on
+    SQLite and on PostgreSQL): `TEXT`, `INTEGER`, `BIGINT`, `DOUBLE PRECISION`, `ALTER TABLE ... ADD COLUMN`."""
+
+    version: int
+    sql: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"Migration version {self.version!r} must be a whole number >= 1; try 1.")
+
+
+def check_migrations(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
+    """The migrations in order; versions must rise strictly (1, 2, 3 ...)."""
+    ordered = tuple(migrations)
+    for before, after in pairwise(ordered):
+        if after.version <= before.version:
+            raise ValueError(f"migration versions must rise strictly: {before.version} is followed by "
+                             f"{after.version}; number them 1, 2, 3 in the order they apply.")
+    return ordered
+
+
+def pending(migrations: Sequence[Migration], current: int, *, where: str) -> list[Migration]:
+    """The migrations to apply to a database at version `current`; refuses a database newer than the code."""
+    known = migrations[-1].version if migrations else 0
+    if current > known:
+        raise SettingsError([f"the database {where} is at schema version {current}, newer than this code "
+                             f"knows (up to {known}); run the release that migrated it (or a newer one), "
+                             "or point CONSUMER_DATABASE at another database."])
+    return [m for m in migrations if m.version > current]

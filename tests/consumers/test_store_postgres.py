@@ -1,0 +1,310 @@
+"""PostgresStore on a real PostgreSQL: group commit, cancellation at every await, and replicas that race."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from consumers import Transaction
+from consumers.event import Event
+from consumers.store.postgres import PostgresStore, adapt
+from tests.consumers.test_store import SCHEMA, Writes, apply, event
+
+pytestmark = pytest.mark.postgres
+
+
+def committed(url: str, namespace: str, sql: str = "SELECT name FROM seen ORDER BY name") -> list[tuple[Any, ...]]:
+    """What another connection sees: only what was committed."""
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute(f'SET search_path TO "{namespace}"')  # type: ignore[arg-type]  # a test's own name
+        return other.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+def store_for(url: str, namespace: str, **options: Any) -> PostgresStore:
+    return PostgresStore(url, namespace=namespace, schema=SCHEMA, **options)
+
+
+@pytest.fixture
+async def batched(postgres_url: str, pg_namespace: str) -> AsyncIterator[PostgresStore]:
+    store = store_for(postgres_url, pg_namespace, batch_size=4, batch_max_wait=0.05)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def intercept(store: PostgresStore, statement: str) -> asyncio.Event:
+    """An event set when the store's connection starts running `statement` (then the statement runs)."""
+    connection = store._connection
+    assert connection is not None
+    started = asyncio.Event()
+    real: Callable[..., Awaitable[Any]] = connection.execute
+
+    async def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+        if query == statement:
+            started.set()
+        return await real(query, *args, **kwargs)
+
+    connection.execute = execute  # type: ignore[method-assign]
+    return started
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("SELECT ? , '?', \"a?\" -- what?\n", "SELECT %s , '?', \"a?\" -- what?\n"),
+    ("SELECT 5 % ?, '100%'", "SELECT 5 %% %s, '100%%'"),
+])
+def test_question_marks_become_psycopg_placeholders_outside_quotes(written: str, expected: str) -> None:
+    assert adapt(written) == expected
+
+
+async def test_a_full_batch_commits_once_and_only_then_do_its_events_return(
+        postgres_url: str, pg_namespace: str) -> None:
+    store = store_for(postgres_url, pg_namespace, batch_size=4, batch_max_wait=60)
+    await store.open()
+    handler = Writes()
+    first = [asyncio.create_task(apply(store, event(name=n), handler)) for n in ["a", "b", "c"]]
+    while store.pending < 3:
+        await asyncio.sleep(0.001)
+    assert not any(task.done() for task in first)
+    assert committed(postgres_url, pg_namespace) == []
+    assert await apply(store, event(name="d"), handler) == "applied"
+    assert [await task for task in first] == ["applied"] * 3
+    assert committed(postgres_url, pg_namespace) == [("a",), ("b",), ("c",), ("d",)]
+    await store.close()
+
+
+async def test_a_failing_handler_rolls_back_only_its_own_writes(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    async def fails(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('x', 'broken')")
+        raise OSError("disk on fire")
+
+    good = asyncio.create_task(apply(batched, event(name="good"), Writes()))
+    with pytest.raises(OSError, match="disk on fire"):
+        await batched.apply(event(name="bad"), fails)
+    assert await good == "applied"
+    assert committed(postgres_url, pg_namespace) == [("good",)]
+    assert await apply(batched, event(name="bad"), Writes()) == "applied"
+
+
+async def test_a_failing_statement_rolls_back_only_its_event(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    async def bad_sql(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('x', 'partial')")
+        await tx.execute("INSERT INTO no_such_table VALUES (1)")
+
+    good = asyncio.create_task(apply(batched, event(name="good"), Writes()))
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        await batched.apply(event(name="bad"), bad_sql)
+    assert await good == "applied"  # the transaction was not left aborted: its COMMIT went through
+    assert committed(postgres_url, pg_namespace) == [("good",)]
+
+
+async def test_inside_one_batch_a_resend_is_a_duplicate_and_an_older_event_is_stale(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    newer = event("2025-03-18T22:00:00", name="newer")
+    older = event("2025-03-18T21:00:00", name="older")
+    handler = Writes()
+    verdicts = await asyncio.gather(apply(batched, newer, handler), apply(batched, newer, handler),
+                                    apply(batched, older, handler))
+    assert verdicts == ["applied", "duplicate", "stale"]
+    assert committed(postgres_url, pg_namespace) == [("newer",)]
+    assert committed(postgres_url, pg_namespace, "SELECT message_id FROM consumer_applied") == [(newer.message_id,)]
+
+
+async def test_a_task_cancelled_while_begin_runs_leaves_the_connection_usable(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    started = intercept(batched, "BEGIN")
+    cancelled = asyncio.create_task(apply(batched, event(name="cancelled"), Writes()))
+    await started.wait()  # BEGIN is on its way to the server
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert batched._connection is not None
+    assert batched._connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert await apply(batched, event(name="next"), Writes()) == "applied"
+    assert committed(postgres_url, pg_namespace) == [("next",)]
+
+
+async def test_a_delivery_cancelled_inside_its_handler_leaves_the_rest_of_the_batch(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    entered = asyncio.Event()
+
+    async def hangs(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES ('x', 'cancelled')")
+        entered.set()
+        await tx.execute("SELECT pg_sleep(30)")  # cancelled while the server runs it
+
+    first = asyncio.create_task(apply(batched, event(name="before"), Writes()))
+    while batched.pending < 1:
+        await asyncio.sleep(0.001)
+    cancelled = asyncio.create_task(batched.apply(event(name="cancelled"), hangs))
+    await entered.wait()
+    await asyncio.sleep(0.05)  # pg_sleep is running
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert await apply(batched, event(name="after"), Writes()) == "applied"
+    assert await first == "applied"
+    assert committed(postgres_url, pg_namespace) == [("after",), ("before",)]
+    assert await apply(batched, event(name="cancelled"), Writes()) == "applied"  # never recorded
+
+
+async def test_a_committer_cancelled_during_commit_still_answers_the_batch(
+        postgres_url: str, pg_namespace: str) -> None:
+    store = store_for(postgres_url, pg_namespace, batch_size=2, batch_max_wait=60)
+    await store.open()
+    waiting = asyncio.create_task(apply(store, event(name="one"), Writes()))
+    while store.pending < 1:
+        await asyncio.sleep(0.001)
+    started = intercept(store, "COMMIT")
+    batch = store._batch
+    assert batch is not None
+    filling = asyncio.create_task(apply(store, event(name="two"), Writes()))  # fills the batch: COMMIT
+    await started.wait()
+    assert batch.committing is not None
+    batch.committing.cancel()  # the task that runs the commit, while COMMIT is on its way
+    filling.cancel()
+    assert await waiting == "applied"  # COMMIT's own answer reached the batch
+    with contextlib.suppress(asyncio.CancelledError):
+        await filling
+    assert committed(postgres_url, pg_namespace) == [("one",), ("two",)]
+    handler = Writes()
+    assert await asyncio.gather(apply(store, event(name="three"), handler),
+                                apply(store, event(name="four"), handler)) == ["applied", "applied"]
+    await store.close()
+
+
+async def test_close_commits_what_is_pending(postgres_url: str, pg_namespace: str) -> None:
+    store = store_for(postgres_url, pg_namespace, batch_size=100, batch_max_wait=60)
+    await store.open()
+    pending = asyncio.create_task(apply(store, event(name="pending"), Writes()))
+    while store.pending < 1:
+        await asyncio.sleep(0.001)
+    await store.close()
+    assert await pending == "applied"
+    assert committed(postgres_url, pg_namespace) == [("pending",)]
+
+
+async def test_a_commit_that_fails_fails_every_event_of_its_batch_and_the_store_goes_on(
+        postgres_url: str, pg_namespace: str) -> None:
+    schema = SCHEMA + ("CREATE TABLE IF NOT EXISTS parent (id TEXT PRIMARY KEY);"
+                       "CREATE TABLE IF NOT EXISTS child (parent_id TEXT REFERENCES parent (id) "
+                       "DEFERRABLE INITIALLY DEFERRED);")
+    store = PostgresStore(postgres_url, namespace=pg_namespace, schema=schema, batch_size=2, batch_max_wait=60)
+    await store.open()
+
+    async def orphan(tx: Transaction) -> None:  # passes its savepoint; the deferred check fails at COMMIT
+        await tx.execute("INSERT INTO child VALUES ('nobody')")
+
+    good = asyncio.create_task(apply(store, event(name="good"), Writes()))
+    while store.pending < 1:
+        await asyncio.sleep(0.001)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        await store.apply(event(name="orphan"), orphan)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        await good
+    assert committed(postgres_url, pg_namespace) == []
+    handler = Writes()
+    done = await asyncio.gather(apply(store, event(name="good"), handler), apply(store, event(name="next"), handler))
+    assert done == ["applied", "applied"]
+    assert committed(postgres_url, pg_namespace) == [("good",), ("next",)]
+    await store.close()
+
+
+async def test_a_lost_connection_fails_its_batch_and_the_next_event_reconnects(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    assert await apply(batched, event(name="before"), Writes()) == "applied"
+    assert batched._connection is not None
+    pid = batched._connection.info.backend_pid
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        await apply(batched, event(name="lost"), Writes())
+    assert await apply(batched, event(name="lost"), Writes()) == "applied"  # its retry, on a new connection
+    assert committed(postgres_url, pg_namespace) == [("before",), ("lost",)]
+
+
+# --- several replicas on one database -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def replicas(postgres_url: str, pg_namespace: str) -> AsyncIterator[list[PostgresStore]]:
+    stores = [store_for(postgres_url, pg_namespace, batch_size=8, batch_max_wait=0.002) for _ in range(3)]
+    await asyncio.gather(*(store.open() for store in stores))  # the migrations race too
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+class Latest:
+    """A handler that keeps the product's name, as the inventory service keeps its stock."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, current: Event, tx: Transaction) -> None:
+        name = str((current.product or {}).get("Name"))
+        await tx.execute("INSERT INTO seen VALUES (?, ?)", (current.message_id, name))
+        await tx.execute("INSERT INTO latest (entity, name) VALUES (?, ?) ON CONFLICT (entity) DO UPDATE SET "
+                         "name = excluded.name", (current.entity, name))
+        self.calls.append(name)
+
+
+async def test_replicas_racing_on_one_product_apply_each_event_once_and_the_newest_wins(
+        replicas: list[PostgresStore], postgres_url: str, pg_namespace: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE TABLE "{pg_namespace}".latest (entity TEXT PRIMARY KEY, name TEXT)')  # type: ignore[arg-type]
+    minutes = list(range(60))
+    newest = event("2025-03-18T22:59:00", name="m59")
+    events = [event(f"2025-03-18T22:{m:02d}:00", name=f"m{m}") for m in minutes[:-1]]
+    events.insert(len(events) // 3, newest)  # the newest arrives early, the rest out of order around it
+    events.reverse()
+    handler = Latest()
+    # Every event goes to every replica, concurrently: each is applied once, by one of them.
+    verdicts = await asyncio.gather(*(apply(store, current, handler) for current in events for store in replicas))
+    assert committed(postgres_url, pg_namespace, "SELECT name FROM latest") == [("m59",)]
+    applied_ids = committed(postgres_url, pg_namespace, "SELECT message_id FROM consumer_applied")
+    seen = committed(postgres_url, pg_namespace, "SELECT message_id FROM seen")
+    assert sorted(seen) == sorted(applied_ids)  # effect and record together, each message at most once
+    assert len(seen) == len(set(seen)) == verdicts.count("applied")
+    assert newest.message_id in {row[0] for row in seen}
+    assert verdicts.count("applied") + verdicts.count("stale") + verdicts.count("duplicate") == len(verdicts)
+    assert verdicts.count("applied") + verdicts.count("stale") >= len(events)  # each event decided at least once
+
+
+async def test_replicas_locking_two_entities_in_opposite_orders_both_finish(
+        postgres_url: str, pg_namespace: str) -> None:
+    one, two = (store_for(postgres_url, pg_namespace, batch_size=100, batch_max_wait=60) for _ in range(2))
+    await one.open()
+    await two.open()
+    x = [make(1, "x1"), make(1, "x2")]
+    y = [make(2, "y1"), make(2, "y2")]
+    handler = Writes()
+    # one holds X, two holds Y; then each wants the other's: PostgreSQL picks a deadlock victim.
+    first = [asyncio.create_task(apply(one, x[0], handler)), asyncio.create_task(apply(two, y[0], handler))]
+    while one.pending < 1 or two.pending < 1:
+        await asyncio.sleep(0.001)
+    crossed = [asyncio.create_task(apply(one, y[1], handler)), asyncio.create_task(apply(two, x[1], handler))]
+    await asyncio.sleep(0.1)
+    finishing = [asyncio.create_task(one.close()), asyncio.create_task(two.close())]  # commit when they can
+    results = await asyncio.wait_for(asyncio.gather(*first, *crossed), 30)
+    await asyncio.gather(*finishing)
+    assert results == ["applied"] * 4
+    assert one.conflicts + two.conflicts >= 1
+    assert committed(postgres_url, pg_namespace) == [("x1",), ("x2",), ("y1",), ("y2",)]
+
+
+def make(product: int, name: str) -> Event:
+    from tests.consumers.conftest import product_body
+
+    body = product_body("2025-03-18T21:00:00" if name.endswith("1") else "2025-03-18T21:00:01", Name=name)
+    body["Product"]["ProductID"] = 3451582911247567000 + product
+    body["EventObjectId"] = 3451582911247567000 + product
+    from consumers.testing import make_event
+
+    return make_event(body)
