@@ -5,7 +5,8 @@ is never touched); elsewhere it runs a testcontainers container (`RABBITMQ_IMAGE
 `stop_app()`/`start_app()` restart the AMQP side of the node, which is what clients see of a broker
 restart, and `block()`/`unblock()` raise a memory alarm so the broker stops confirming publishes.
 `ScratchBroker(tls=...)` also opens a TLS listener (`tls_url`, amqps://) with the given certificate
-(local nodes only); `ctl(...)` runs any rabbitmqctl command against the node.
+(local nodes only); `ScratchBroker(prometheus=True)` enables the rabbitmq_prometheus plugin on a free
+port (`prometheus_url`, local nodes only); `ctl(...)` runs any rabbitmqctl command against the node.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def wait_for_port(host: str, port: int, *, timeout: float, up: bool = True) -> N
 class ScratchBroker:
     """A disposable RabbitMQ node; use as a context manager."""
 
-    def __init__(self, *, tls: ServerCertificate | None = None) -> None:
+    def __init__(self, *, tls: ServerCertificate | None = None, prometheus: bool = False) -> None:
         self.url = ""
         self.tls = tls
+        self.prometheus = prometheus
+        self.prometheus_url = ""
         self.tls_url = ""
         self.tls_port = 0
         self._node: str | None = None
@@ -113,6 +116,11 @@ class ScratchBroker:
                        f"ssl_options.cacertfile = {files['ca']}\nssl_options.certfile = {files['cert']}\n"
                        f"ssl_options.keyfile = {files['key']}\n"
                        "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+        if self.prometheus:
+            self.prometheus_url = f"http://127.0.0.1:{free_port()}"
+            config += f"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {self.prometheus_url.rsplit(':', 1)[1]}\n"
+            (self._dir / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
+            shutil.chown(self._dir / "enabled_plugins", "rabbitmq", "rabbitmq")
         (self._dir / "rabbitmq.conf").write_text(config)
         shutil.chown(self._dir, "rabbitmq", "rabbitmq")
         self._as_rabbitmq(f"{RABBITMQ_BIN}/rabbitmq-server -detached")
@@ -123,8 +131,9 @@ class ScratchBroker:
             self.tls_url = f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     def _start_container(self) -> None:
-        if self.tls is not None:
-            raise RuntimeError("a TLS listener needs a local rabbitmq-server (run as root), not a container")
+        if self.tls is not None or self.prometheus:
+            raise RuntimeError("a TLS listener or the prometheus plugin needs a local rabbitmq-server (run as root), "
+                               "not a container")
         from testcontainers.rabbitmq import RabbitMqContainer
 
         self._container = RabbitMqContainer(os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management"))
