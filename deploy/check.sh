@@ -13,7 +13,8 @@
 #   4. checkov on the rendered overlays and the Dockerfile (config and skips: deploy/.checkov.yaml)
 #   5. hadolint on the Dockerfile
 #   6. promtool: the PrometheusRule of each rendered overlay that has one, extracted to a plain rules
-#      file, passes `promtool check rules` and the unit tests in deploy/components/monitoring/test/
+#      file, passes `promtool check rules` and the unit tests in deploy/components/monitoring/test/,
+#      which hold for every alert a case that fires it and one that keeps it quiet
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -161,8 +162,9 @@ for name in "${overlays[@]}"; do
   mkdir -p "$WORK/promtool-$name"
   cp deploy/components/monitoring/test/rules.test.yaml "$WORK/promtool-$name/"
   printf '%s: ' "$name"
-  "$PYTHON_YAML" deploy/components/monitoring/test/extract_rules.py "$WORK/$name.yaml" "$WORK/promtool-$name/rules.yaml" ||
-    fail "could not extract the PrometheusRule of overlay $name"
+  "$PYTHON_YAML" deploy/components/monitoring/test/extract_rules.py "$WORK/$name.yaml" "$WORK/promtool-$name/rules.yaml" \
+    deploy/components/monitoring/test/rules.test.yaml ||
+    fail "could not extract the PrometheusRule of overlay $name, or an alert lacks a firing or a quiet test case"
   "$PROMTOOL" check rules "$WORK/promtool-$name/rules.yaml" || fail "promtool check rules failed for overlay $name"
   "$PROMTOOL" test rules "$WORK/promtool-$name/rules.test.yaml" ||
     fail "promtool test rules failed for overlay $name (the rules as rendered there)"
