@@ -19,7 +19,7 @@ from consumers.delivery import Delivery, Metrics
 from consumers.event import Event, from_payload
 from consumers.outcome import Outcome
 from consumers.policy import Sleep
-from consumers.store import MemoryStore, SqliteStore, Store
+from consumers.store import MemoryStore, SqliteStore, SqlStore, Store, is_postgres_url
 from consumers.topology import Topology
 from gateway import wire
 from gateway.message import parse
@@ -47,9 +47,20 @@ def make_event(body: bytes | Mapping[str, object], *, routing_key: str | None = 
                         message_id=message_id or hashlib.sha256(raw).hexdigest(), headers=headers)
 
 
-async def open_store(consumer: Consumer) -> SqliteStore:
-    """An opened in-memory SQLite store with the consumer's schema and migrations."""
-    store = SqliteStore.memory(schema=consumer.schema, migrations=consumer.migrations)
+async def open_store(consumer: Consumer, database: str | None = None, *,
+                     namespace: str | None = None) -> SqlStore:
+    """An opened store with the consumer's schema and migrations: in-memory SQLite by default, or the
+    `database` given (a SQLite path or a PostgreSQL URL, where the tables go in schema `namespace`,
+    by default the consumer's name). Events are committed one at a time."""
+    store: SqlStore
+    if database is not None and is_postgres_url(database):
+        from consumers.store.postgres import PostgresStore
+
+        store = PostgresStore(database, namespace=namespace or consumer.name, schema=consumer.schema,
+                              migrations=consumer.migrations, batch_size=1)
+    else:
+        store = SqliteStore(database or ":memory:", schema=consumer.schema, migrations=consumer.migrations,
+                            batch_size=1)
     await store.open()
     return store
 

@@ -65,6 +65,14 @@ class Store(Protocol):
         ...
 
 
+class SqlStore(Store, Protocol):
+    """A store with a database: SQLite or PostgreSQL."""
+
+    async def query(self, sql: str, params: Params = ()) -> list[Row]:
+        """Read outside any event transaction (tests, tools); `?` placeholders."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One step of a consumer's schema: `version` (1, 2, ...) and the SQL that takes the database there.

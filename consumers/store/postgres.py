@@ -242,7 +242,7 @@ class PostgresStore:
             connection = await self._ready()
             cursor = connection.cursor()
             await cursor.execute(adapt(sql_text), tuple(params))
-            return await cursor.fetchall()
+            return await cursor.fetchall() if cursor.description is not None else []
 
     async def _ready(self) -> Connection:
         """The store's connection; a new one if the last was lost (a server restart, a failover)."""
