@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -17,8 +18,12 @@ from gateway.publisher import AmqpPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.webhook import WebhookEndpoint
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 log = logging.getLogger("gateway.app")
 
+SERVICE_NAME = "tradevine-gateway"  # OpenTelemetry's service.name unless OTEL_SERVICE_NAME names one
 WEBHOOK_PATH = "/webhooks/tradevine"
 WEBHOOK_PATHS = frozenset({WEBHOOK_PATH, WEBHOOK_PATH + "/"})
 
@@ -40,12 +45,13 @@ class GatewayApp(Starlette):
 
 
 def create_app(settings: GatewaySettings, publisher: Publisher | None = None, *,
-               metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.time) -> Starlette:
-    """Build the app; nothing connects until the lifespan starts."""
+               metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.time,
+               tracer_provider: TracerProvider | None = None) -> Starlette:
+    """Build the app; nothing connects until the lifespan starts. `tracer_provider`: tracing on."""
     publisher = publisher or AmqpPublisher(settings.amqp_url, exchange=settings.exchange,
                                            timeout=settings.publish_timeout)
     metrics = metrics or GatewayMetrics()
-    endpoint = WebhookEndpoint(settings, publisher, metrics, clock)
+    endpoint = WebhookEndpoint(settings, publisher, metrics, clock, tracer_provider)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -77,7 +83,8 @@ def from_environ() -> Starlette:
     """The app from the process environment, for another ASGI server: `uvicorn --factory gateway.app:from_environ`."""
     import os
 
-    from gateway import logs
+    from gateway import logs, tracing
 
     logs.setup(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
-    return create_app(GatewaySettings.from_environ(os.environ))
+    settings = GatewaySettings.from_environ(os.environ)
+    return create_app(settings, tracer_provider=tracing.provider_from_environ(os.environ, SERVICE_NAME))

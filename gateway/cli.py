@@ -66,12 +66,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uvicorn
 
-    from gateway import logs
-    from gateway.app import create_app
+    from gateway import logs, tracing
+    from gateway.app import SERVICE_NAME, create_app
     from gateway.settings import GatewaySettings, port_in_use, redact_url
 
     try:
         settings = GatewaySettings.from_environ(environ)
+        tracer_provider = tracing.provider_from_environ(environ, SERVICE_NAME)
     except SettingsError as exc:
         print(f"tradevine-gateway: {exc}", file=sys.stderr)
         return 2
@@ -85,7 +86,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.getLogger("gateway.cli").info("gateway_starting", extra={
         "host": settings.host, "port": settings.port, "amqp_url": redact_url(settings.amqp_url),
         "exchange": settings.exchange, "secrets": len(settings.secrets),
-        "custom_header": settings.custom_header_name, "ascii_compat": settings.ascii_compat})
+        "custom_header": settings.custom_header_name, "ascii_compat": settings.ascii_compat,
+        "tracing": tracer_provider is not None})
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
         "server_header": False, "log_level": level, "timeout_keep_alive": settings.keepalive,
@@ -102,7 +104,11 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     gc.set_threshold(20_000, 20, 20)
     # One process: scale out with replicas (several workers per pod measured no faster on 2 cores, and
     # each worker would export only its own counters).
-    uvicorn.run(create_app(settings), **options)
+    try:
+        uvicorn.run(create_app(settings, tracer_provider=tracer_provider), **options)
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # exports what is left
     return 0
 
 

@@ -69,11 +69,11 @@ def _dump(payload: dict[str, object]) -> bytes:
 def build(raw: bytes, *, table: Mapping[int, str], received_at: datetime,
           keep_access_token: bool = False, source: str = wire.SOURCE_WEBHOOK,
           app_id: str = wire.APP_ID_GATEWAY, routing_key: str | None = None,
-          payload: object = None) -> Outgoing:
+          payload: object = None, trace: Mapping[str, str] | None = None) -> Outgoing:
     """Build the outgoing message for a verified body.
 
     `payload` may be passed when the caller parsed `raw` already; `routing_key` overrides the table
-    (the reconciler publishes `*.reconciled`).
+    (the reconciler publishes `*.reconciled`); `trace` holds the W3C trace headers to carry.
     """
     if payload is None:
         payload = parse(raw)
@@ -92,5 +92,7 @@ def build(raw: bytes, *, table: Mapping[int, str], received_at: datetime,
         headers[wire.H_EVENT_KEY] = wire.event_key(org, code, obj, date)
         if not keep_access_token and "AccessToken" in payload:
             body = _dump({k: v for k, v in payload.items() if k != "AccessToken"})
+    if trace:
+        headers.update(trace)
     return Outgoing(routing_key=key, body=body, message_id=hashlib.sha256(raw).hexdigest(),
                     timestamp=received_at, headers=headers, app_id=app_id)

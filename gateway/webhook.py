@@ -2,28 +2,37 @@
 
 A plain ASGI callable (no Request object per call): it runs on every event Tradevine sends.
 Nothing is published before the signature is verified, and 200 comes only after the broker's confirm.
+A request's W3C trace context goes on in the message headers; with tracing on (`gateway.tracing`) the
+request is a SERVER span with a child for the signature check and a PRODUCER child for publish+confirm.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway import message, signature, wire
+from gateway import message, signature, tracing, wire
 from gateway.errors import BrokerUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
+
 log = logging.getLogger("gateway.webhook")
 
 SIGNATURE_HEADER = b"x-tradevine-hmac-sha256"
+TRACEPARENT_HEADER = b"traceparent"
+TRACESTATE_HEADER = b"tracestate"
+SERVER_SPAN = "POST /webhooks/tradevine"
 RETRY_AFTER_SECONDS = "5"
 _JSON = (b"content-type", b"application/json")
 
@@ -58,7 +67,7 @@ class WebhookEndpoint:
     """ASGI endpoint for `POST /webhooks/tradevine` (and the trailing-slash form)."""
 
     def __init__(self, settings: GatewaySettings, publisher: Publisher, metrics: GatewayMetrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
         self.metrics = metrics
@@ -68,9 +77,14 @@ class WebhookEndpoint:
         self.custom_name = (settings.custom_header_name.lower().encode("latin-1")
                             if settings.custom_header_name else None)
         self.custom_value = (settings.custom_header_value or "").encode("utf-8")
+        self.tracer: Tracer | None = None  # None: tracing off, no OpenTelemetry work per request
+        if tracer_provider is not None:
+            from gateway import otel
+
+            self.tracer = otel.tracer(tracer_provider, "gateway.webhook")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await self.handle(scope, receive)
+        answer = await (self.handle(scope, receive) if self.tracer is None else self._traced(scope, receive))
         self.metrics.request(answer.outcome)
         await send({"type": "http.response.start", "status": answer.status,
                     "headers": [_JSON, (b"content-length", str(len(answer.body)).encode()),
@@ -81,6 +95,8 @@ class WebhookEndpoint:
         length: bytes | None = None
         offered_signature: bytes | None = None
         offered_custom: bytes | None = None
+        traceparent: bytes | None = None
+        tracestate: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
@@ -88,6 +104,10 @@ class WebhookEndpoint:
                 offered_signature = value
             elif name == self.custom_name:
                 offered_custom = value
+            elif name == TRACEPARENT_HEADER:
+                traceparent = value
+            elif name == TRACESTATE_HEADER:  # W3C: several tracestate lines are one comma-separated list
+                tracestate = value if tracestate is None else b"%s,%s" % (tracestate, value)
 
         if length is not None and length.isdigit() and int(length) > self.max_body:
             log.warning("webhook_rejected", extra={"reason": "body_too_large", "content_length": int(length)})
@@ -102,17 +122,28 @@ class WebhookEndpoint:
             log.warning("webhook_rejected", extra={"reason": f"custom_header_{reason}"})
             return BAD_HEADER
 
-        if not signature.signature_ok(body, _text(offered_signature), secrets=self.secrets,
-                                      ascii_compat=self.settings.ascii_compat):
+        if not (self._verify(body, offered_signature) if self.tracer is None
+                else self._verify_traced(body, offered_signature)):
             reason = "missing" if not offered_signature else "mismatch"
             self.metrics.signature_failures.labels(reason).inc()
             log.warning("webhook_rejected", extra={"reason": f"signature_{reason}", "bytes": len(body)})
             return BAD_SIGNATURE
 
+        if self.tracer is None:
+            trace = None if traceparent is None else tracing.carried(traceparent, tracestate)
+            return (await self._publish(body, trace))[0]
+        return await self._publish_traced(body)
+
+    def _verify(self, body: bytes, offered: bytes | None) -> bool:
+        return signature.signature_ok(body, _text(offered), secrets=self.secrets,
+                                      ascii_compat=self.settings.ascii_compat)
+
+    async def _publish(self, body: bytes, trace: dict[str, str] | None) -> tuple[_Answer, message.Outgoing]:
+        """Build the message (with the trace headers `trace`), publish it, wait for the confirm."""
         now = self.clock()
         outgoing = message.build(body, table=self.settings.event_types,
                                  received_at=datetime.fromtimestamp(now, UTC),
-                                 keep_access_token=self.settings.keep_access_token)
+                                 keep_access_token=self.settings.keep_access_token, trace=trace)
         started = time.perf_counter()
         self.metrics.publishing += 1
         try:
@@ -120,7 +151,7 @@ class WebhookEndpoint:
         except BrokerUnavailable as exc:
             log.warning("publish_failed", extra={"reason": str(exc), "message_id": outgoing.message_id,
                                                  "routing_key": outgoing.routing_key})
-            return UNAVAILABLE
+            return UNAVAILABLE, outgoing
         finally:
             self.metrics.publishing -= 1
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -130,7 +161,58 @@ class WebhookEndpoint:
             log.debug("webhook_accepted", extra={"message_id": outgoing.message_id,
                                                  "routing_key": outgoing.routing_key})
         return _Answer(200, b'{"status":"accepted","message_id":"%s"}' % outgoing.message_id.encode(),
-                       "accepted")
+                       "accepted"), outgoing
+
+    # --- tracing on: the same steps inside spans -----------------------------------------------------
+
+    async def _traced(self, scope: Scope, receive: Receive) -> _Answer:
+        """The request as a SERVER span, continuing the caller's trace when it sent one."""
+        from opentelemetry.trace import SpanKind, StatusCode
+
+        from gateway import otel
+
+        assert self.tracer is not None
+        parent = otel.extract(_trace_headers(scope["headers"]))
+        with self.tracer.start_as_current_span(
+                SERVER_SPAN, context=parent, kind=SpanKind.SERVER,
+                attributes={"http.request.method": "POST", "http.route": scope["path"],
+                            "url.path": scope["path"]}) as span:
+            answer = await self.handle(scope, receive)
+            span.set_attribute("http.response.status_code", answer.status)
+            span.set_attribute(otel.OUTCOME, answer.outcome)
+            if answer.status >= 500:
+                span.set_status(StatusCode.ERROR, answer.outcome)
+        return answer
+
+    def _verify_traced(self, body: bytes, offered: bytes | None) -> bool:
+        from gateway import otel
+
+        assert self.tracer is not None
+        with self.tracer.start_as_current_span("verify signature") as span:
+            ok = self._verify(body, offered)
+            span.set_attribute(otel.OUTCOME, "valid" if ok else "missing" if not offered else "mismatch")
+            return ok
+
+    async def _publish_traced(self, body: bytes) -> _Answer:
+        """publish+confirm as a PRODUCER span; the message carries this span's context."""
+        from opentelemetry.trace import SpanKind, StatusCode
+
+        from gateway import otel
+
+        assert self.tracer is not None
+        exchange = self.settings.exchange
+        with self.tracer.start_as_current_span(
+                f"publish {exchange}", kind=SpanKind.PRODUCER,
+                attributes={otel.MESSAGING_SYSTEM: "rabbitmq", otel.DESTINATION: exchange,
+                            otel.OPERATION: "send"}) as span:
+            trace: dict[str, str] = {}
+            otel.inject(trace)
+            answer, outgoing = await self._publish(body, trace)
+            span.set_attribute(otel.ROUTING_KEY, outgoing.routing_key)
+            span.set_attribute(otel.MESSAGE_ID, outgoing.message_id)
+            if answer is UNAVAILABLE:
+                span.set_status(StatusCode.ERROR, "no confirm from the broker")
+        return answer
 
     async def _read(self, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it passes the cap (the rest is never read)."""
@@ -152,3 +234,15 @@ class WebhookEndpoint:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
+
+
+def _trace_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """`traceparent` and `tracestate` from the request's headers, as text (the propagator's carrier)."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        if name == TRACEPARENT_HEADER:
+            found[tracing.TRACEPARENT] = value.decode("latin-1")
+        elif name == TRACESTATE_HEADER:
+            text = value.decode("latin-1")
+            found[tracing.TRACESTATE] = f"{found[tracing.TRACESTATE]},{text}" if tracing.TRACESTATE in found else text
+    return found
