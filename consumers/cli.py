@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = ConsumerSettings.from_environ(environ)
         consumer = find(args.name, known)
         if args.command == "run":
-            return run(consumer, settings)
+            return run(consumer, settings, environ)
         return parked(args, consumer, settings, out)
     except ConsumerError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -93,12 +93,18 @@ def list_consumers(known: dict[str, Consumer], environ: Mapping[str, str], out: 
     return 0
 
 
-def run(consumer: Consumer, settings: ConsumerSettings) -> int:
+def run(consumer: Consumer, settings: ConsumerSettings, environ: Mapping[str, str] | None = None) -> int:
+    import gateway.errors
     from consumers.runner import serve
-    from gateway import logs
+    from gateway import logs, tracing
 
     if settings.http_port and (problem := port_in_use(settings.http_host, settings.http_port, "CONSUMER_HTTP_PORT")):
         raise SettingsError([problem])
+    try:  # tracing: the OTEL_* variables only
+        provider = tracing.provider_from_environ(os.environ if environ is None else environ,
+                                                 f"tradevine-consumer-{consumer.name}")
+    except gateway.errors.SettingsError as exc:
+        raise SettingsError(exc.problems) from None
     logs.setup(settings.log_level)
     try:
         import uvloop
@@ -106,7 +112,11 @@ def run(consumer: Consumer, settings: ConsumerSettings) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(consumer, settings))
+    try:
+        asyncio.run(serve(consumer, settings, tracer_provider=provider))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports what is left
     return 0
 
 

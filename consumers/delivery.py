@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -20,6 +20,9 @@ from consumers.outcome import Outcome, decide, error_text
 from consumers.policy import RetryPolicy, Sleep
 from consumers.store import Store, Transaction, Verdict
 from consumers.topology import Topology
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("consumers.delivery")
 
@@ -63,7 +66,11 @@ class Metrics:
 
 @dataclass
 class Delivery:
-    """Everything one delivery needs; `sleep` is injectable so tests never wait."""
+    """Everything one delivery needs; `sleep` is injectable so tests never wait.
+
+    With a `tracer` (tracing on), each try of the handler is a span, and so is the wait for the durable
+    COMMIT that follows it, both children of the current (the delivery's CONSUMER) span.
+    """
 
     consumer: Consumer
     store: Store
@@ -71,6 +78,7 @@ class Delivery:
     policy: RetryPolicy
     metrics: Metrics = field(default_factory=Metrics)
     sleep: Sleep = asyncio.sleep
+    tracer: Tracer | None = None
 
     async def handle(self, event: Event) -> Outcome:
         handler = self.consumer.handler_for(event.routing_key)
@@ -110,7 +118,9 @@ class Delivery:
         limit = asyncio.timeout(self.policy.handler_timeout)
         try:
             async with limit:
-                return await self.store.apply(event, work)
+                if self.tracer is None:
+                    return await self.store.apply(event, work)
+                return await self._apply_traced(event, handler)
         except TimeoutError as exc:
             if not limit.expired():
                 raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
@@ -119,3 +129,28 @@ class Delivery:
                                  "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS") from exc
         finally:
             self.metrics.observe(self.consumer.name, time.perf_counter() - started)
+
+    async def _apply_traced(self, event: Event, handler: Handler) -> Verdict:
+        """`store.apply` with a span for the handler and one for the wait until the COMMIT is durable."""
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import StatusCode
+
+        from gateway import otel
+
+        assert self.tracer is not None
+        tracer, parent = self.tracer, otel_context.get_current()
+        handled = time.time_ns()
+
+        async def work(tx: Transaction) -> None:
+            nonlocal handled
+            with tracer.start_as_current_span(f"handle {event.routing_key}", context=parent,
+                                              attributes={otel.CONSUMER: self.consumer.name}):
+                await handler(event, tx)
+            handled = time.time_ns()
+
+        verdict = await self.store.apply(event, work)  # raises: the handler span holds the error
+        commit = tracer.start_span("commit", context=parent, start_time=handled,
+                                   attributes={otel.CONSUMER: self.consumer.name, otel.OUTCOME: verdict})
+        commit.set_status(StatusCode.OK)
+        commit.end()
+        return verdict

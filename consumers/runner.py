@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -28,11 +28,14 @@ from consumers.policy import Sleep
 from consumers.settings import ConsumerSettings
 from consumers.store import Clock, MemoryStore, SqliteStore, Store, is_postgres_url, utc_now
 from consumers.topology import Topology, declare
-from gateway import wire
+from gateway import tracing, wire
 from gateway.amqp_tls import connect_error_text, tls_error
 from gateway.errors import TopologyMissing
 from gateway.publisher import ensure_topology
 from gateway.settings import redact_url
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
 log = logging.getLogger("consumers.runner")
 CONFIRM_TIMEOUT = 10.0
@@ -68,14 +71,20 @@ class Runner:
     """One consumer against RabbitMQ. `start()`, then `stop()` drains: nothing lost, nothing doubled."""
 
     def __init__(self, consumer: Consumer, settings: ConsumerSettings, *, store: Store | None = None,
-                 metrics: Metrics | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = utc_now) -> None:
+                 metrics: Metrics | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = utc_now,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.consumer = consumer
         self.settings = settings
         self.topology = topology_for(consumer, settings)
         policy = consumer.retry.with_tiers(self.topology.tiers).with_handler_timeout(settings.handler_timeout)
         self.store: Store = store or store_for(consumer, settings)
         self.metrics = metrics or Metrics()
-        self.delivery = Delivery(consumer, self.store, self.topology, policy, self.metrics, sleep)
+        self.tracer: Tracer | None = None  # None: tracing off, no OpenTelemetry work per delivery
+        if tracer_provider is not None:
+            from gateway import otel
+
+            self.tracer = otel.tracer(tracer_provider, "consumers.runner")
+        self.delivery = Delivery(consumer, self.store, self.topology, policy, self.metrics, sleep, self.tracer)
         self.clock = clock
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -170,7 +179,7 @@ class Runner:
                     with contextlib.suppress(Exception):
                         await message.nack(requeue=True)
                     return
-                await self._process(message)
+                await (self._process(message) if self.tracer is None else self._process_traced(message))
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -178,7 +187,25 @@ class Runner:
             if not self._inflight:
                 self._idle.set()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process_traced(self, message: AbstractIncomingMessage) -> None:
+        """One delivery attempt as a CONSUMER span, a child of the context the message carries.
+
+        Every attempt (first delivery, each delay tier, the one that parks) is its own span in the
+        message's trace: the copies sent to the tiers and to parking keep the message's `traceparent`.
+        """
+        from opentelemetry.trace import SpanKind
+
+        from gateway import otel
+
+        assert self.tracer is not None
+        queue = self.topology.queue
+        with self.tracer.start_as_current_span(
+                f"process {queue}", context=otel.extract(message.headers or {}), kind=SpanKind.CONSUMER,
+                attributes={otel.MESSAGING_SYSTEM: "rabbitmq", otel.DESTINATION: queue, otel.OPERATION: "process",
+                            otel.CONSUMER: self.consumer.name}) as span:
+            await self._process(message, span)
+
+    async def _process(self, message: AbstractIncomingMessage, span: Span | None = None) -> None:
         headers: dict[str, Any] = dict(message.headers or {})
         try:
             event = decode(message.body, routing_key=message.routing_key or "",
@@ -191,11 +218,18 @@ class Runner:
             outcome = await self.delivery.handle(event)
             routing_key, message_id, attempt = event.routing_key, event.message_id, event.attempt
         ids = {"consumer": self.consumer.name, "message_id": message_id, "routing_key": routing_key}
+        if span is not None:
+            _span_outcome(span, outcome, routing_key=routing_key, message_id=message_id, attempt=attempt)
         if not isinstance(outcome, Done):
             try:
-                await self._republish(message, outcome, headers, routing_key)
+                if span is None:
+                    await self._republish(message, outcome, headers, routing_key)
+                else:
+                    await self._republish_traced(message, outcome, headers, routing_key)
             except Exception as exc:
                 log.error("republish_failed", extra={**ids, "queue": outcome.queue, "error": error_text(exc)})
+                if span is not None:
+                    span.set_attribute("tradevine.republish_failed", error_text(exc))
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
                 return
@@ -203,6 +237,8 @@ class Runner:
             await message.ack()
         except Exception as exc:  # the channel went away: the broker redelivers, the guards skip it
             log.warning("ack_failed", extra={**ids, "error": error_text(exc)})
+            if span is not None:
+                span.set_attribute("tradevine.ack_failed", error_text(exc))
             return
         self.metrics.count(self.consumer.name, outcome.label)
         if isinstance(outcome, Done):
@@ -235,15 +271,49 @@ class Runner:
             self._channel.default_exchange.publish(copy, routing_key=outcome.queue, mandatory=True),
             CONFIRM_TIMEOUT)
 
+    async def _republish_traced(self, message: AbstractIncomingMessage, outcome: Outcome,
+                                headers: dict[str, Any], routing_key: str) -> None:
+        """The copy to a delay tier or to parking as a PRODUCER span.
 
-async def serve(consumer: Consumer, settings: ConsumerSettings, *, stop: asyncio.Event | None = None) -> None:
+        The copy keeps the message's `traceparent`, so the next attempt is a sibling of this one in the
+        same trace; a message that came without one gets this attempt's, so its attempts share a trace.
+        """
+        from opentelemetry.trace import SpanKind
+
+        from gateway import otel
+
+        assert self.tracer is not None and not isinstance(outcome, Done)
+        with self.tracer.start_as_current_span(
+                f"publish {outcome.queue}", kind=SpanKind.PRODUCER,
+                attributes={otel.MESSAGING_SYSTEM: "rabbitmq", otel.DESTINATION: "", otel.OPERATION: "send",
+                            otel.ROUTING_KEY: outcome.queue}):
+            if tracing.header_text(headers.get(tracing.TRACEPARENT)) is None:
+                carried: dict[str, str] = {}
+                otel.inject(carried)
+                headers = {**headers, **carried}
+            await self._republish(message, outcome, headers, routing_key)
+
+
+def _span_outcome(span: Span, outcome: Outcome, *, routing_key: str, message_id: str, attempt: int) -> None:
+    from opentelemetry.trace import StatusCode
+
+    from gateway import otel
+
+    span.set_attributes({otel.ROUTING_KEY: routing_key, otel.MESSAGE_ID: message_id, otel.ATTEMPT: attempt,
+                         otel.OUTCOME: outcome.label})
+    if not isinstance(outcome, Done):
+        span.set_status(StatusCode.ERROR, outcome.error)
+
+
+async def serve(consumer: Consumer, settings: ConsumerSettings, *, stop: asyncio.Event | None = None,
+                tracer_provider: TracerProvider | None = None) -> None:
     """Run until SIGTERM/SIGINT (or `stop` is set), with the HTTP probes when enabled."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner = Runner(consumer, settings)
+    runner = Runner(consumer, settings, tracer_provider=tracer_provider)
     http = (HealthServer(settings.http_host, settings.http_port, ready=runner.ready,
                          registry=runner.metrics.registry) if settings.http_port else None)
     if http is not None:

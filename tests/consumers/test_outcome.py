@@ -66,3 +66,13 @@ def test_a_replay_resets_attempt_and_error_and_sets_the_source() -> None:
     headers = {"tradevine-source": "webhook", "tradevine-attempt": "5", "tradevine-error": "e",
                "tradevine-failed-at": "t", "tradevine-event-key": "k", "x-death": []}
     assert replay_headers(headers) == {"tradevine-source": "replay", "tradevine-event-key": "k"}
+
+
+def test_the_trace_context_follows_every_copy_unchanged() -> None:
+    trace = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "rojo=1"}
+    headers = {"tradevine-source": "webhook", **trace, "x-death": [{"count": 1}]}
+    now = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
+    retried = copy_headers(headers, Retry("inventory.retry.5s", 5, 2, "e"), failed_at=now)
+    parked = copy_headers(retried, Park("inventory.parked", "e", 3, permanent=False), failed_at=now)
+    for copy in (retried, parked, replay_headers(parked)):
+        assert {k: copy[k] for k in trace} == trace
