@@ -20,10 +20,11 @@ COPY pyproject.toml README* LICENSE* ./
 COPY gateway/ gateway/
 COPY consumers/ consumers/
 
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels . \
+# With the `postgres` extra (psycopg): consumers may keep their state in PostgreSQL (CONSUMER_DATABASE).
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]" \
  && python -m venv --without-pip /opt/venv \
  && python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-index \
-        --find-links /wheels tradevine-gateway
+        --find-links /wheels "tradevine-gateway[postgres]"
 
 # --- runtime: the base image, the venv, a non-root user; no compilers, no pip, no caches
 FROM python:3.11.13-slim-bookworm AS runtime

@@ -15,18 +15,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	bash deploy/local/run.sh
 
-## test: every test (unit, integration, fault) against a real RabbitMQ
+## test: every test (unit, integration, fault) against a real RabbitMQ and a real PostgreSQL
 test: $(STAMP)
-	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
+		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 integration: $(STAMP)
-	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python -m pytest -m integration $(PYTEST_ARGS)
+	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
+		$(VENV)/bin/python -m pytest -m integration $(PYTEST_ARGS)
 
 fault: $(STAMP)
-	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python -m pytest -m fault $(PYTEST_ARGS)
+	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
+		$(VENV)/bin/python -m pytest -m fault $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway consumers tests
@@ -55,7 +58,8 @@ bench: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python tests/bench/gateway_bench.py $(BENCH_ARGS)
 
 bench-consumer: $(STAMP)
-	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python tests/bench/consumer_bench.py $(BENCH_ARGS)
+	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
+		$(VENV)/bin/python tests/bench/consumer_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

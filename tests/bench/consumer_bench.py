@@ -1,4 +1,4 @@
-"""Consumer throughput: events/s applied into SQLite by the inventory service, against the limit.
+"""Consumer throughput: events/s applied by the inventory service into SQLite and PostgreSQL, against the limit.
 
 Publishes N realistic product events (created, updated, stock, ATS, deleted; distinct message ids and
 products, in date order per product) to an exchange and queue of its own, then, in one run:
@@ -6,26 +6,33 @@ products, in date order per product) to an exchange and queue of its own, then, 
 1. the limit: raw aio-pika draining the same messages from the same kind of queue (quorum), one ack
    per message, at the same prefetch, doing nothing else;
 2. one inventory consumer in this process (SQLite in a temporary directory, `synchronous=FULL`, group
-   commit: acks only after the batch's COMMIT) draining them again.
+   commit: acks only after the batch's COMMIT) draining them again;
+3. the same on PostgreSQL (a database of its own on the server at --postgres-url / TEST_POSTGRES_URL,
+   created and dropped; the server's default `synchronous_commit=on`), from a queue of its own.
 
-The last line printed is one JSON object: limit_events_per_s, sqlite_events_per_s, sqlite_ratio, lost
-(events not accounted for as applied, stale or duplicate, or products missing from the store).
+The last line printed is one JSON object: limit_events_per_s, sqlite_events_per_s, postgres_events_per_s,
+sqlite_ratio, postgres_ratio, lost (events not accounted for as applied, stale or duplicate, or products
+missing from a store; both runs added up).
 
-    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python tests/bench/consumer_bench.py --events 5000
+    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres \
+        python tests/bench/consumer_bench.py --events 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
@@ -110,43 +117,87 @@ async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefe
         return elapsed
 
 
-async def main(count: int, url: str, settings_overrides: dict[str, int]) -> dict[str, object]:
+async def drain(runner: Runner, metrics: Metrics, count: int) -> float:
+    """Start the consumer on its full queue; seconds until every event has an outcome."""
+    started = time.perf_counter()
+    await runner.start()
+    while sum(metrics.value("inventory", o) for o in ("applied", "stale", "duplicate", "parked")) < count:
+        await asyncio.sleep(0.05)  # reading the registry costs the consumer's loop time: not too often
+    elapsed = time.perf_counter() - started
+    await runner.stop()
+    return elapsed
+
+
+def outcomes_of(metrics: Metrics) -> dict[str, int]:
+    return {o: int(metrics.value("inventory", o)) for o in ("applied", "duplicate", "stale", "retried", "parked")}
+
+
+def postgres_products(url: str) -> tuple[int, str]:
+    """Products in the inventory schema, and the server's synchronous_commit (durable when `on`)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        found = connection.execute("SELECT count(*) FROM inventory.products").fetchone()
+        synchronous = connection.execute("SHOW synchronous_commit").fetchone()
+    return (int(found[0]) if found else 0), str(synchronous[0] if synchronous else "?")
+
+
+async def main(count: int, url: str, postgres_server: str | None, settings_overrides: dict[str, int]
+               ) -> dict[str, object]:
     suffix = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as directory:
+    exchange = f"bench.consumers.{suffix}"
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         database = Path(directory) / "inventory.sqlite3"
-        settings = ConsumerSettings(amqp_url=url, exchange=f"bench.consumers.{suffix}",
-                                    queue=f"inventory-bench-{suffix}", database=str(database), http_port=0,
-                                    **settings_overrides)  # type: ignore[arg-type]
+        common: dict[str, Any] = {"amqp_url": url, "exchange": exchange, "http_port": 0, **settings_overrides}
+        runs = {"sqlite": ConsumerSettings(queue=f"inventory-bench-{suffix}", database=str(database), **common)}
+        if postgres_server is not None:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: find `tests`
+            from tests import postgres
+
+            pg_url = stack.enter_context(postgres.database(postgres_server, "tvg_bench"))
+            runs["postgres"] = ConsumerSettings(queue=f"inventory-bench-pg-{suffix}", database=pg_url, **common)
         try:
             connection = await aio_pika.connect(url)
             async with connection:
-                await ensure_topology(connection, settings.exchange)
+                await ensure_topology(connection, exchange)
             outgoing = events(count)
-            limit_seconds = await limit(url, settings.exchange, outgoing, settings.prefetch)
+            settings = runs["sqlite"]
+            limit_seconds = await limit(url, exchange, outgoing, settings.prefetch)
             connection = await aio_pika.connect(url)
             async with connection:
-                await declare(await connection.channel(), topology_for(inventory, settings))
-            await publish(url, settings.exchange, outgoing)
-            metrics = Metrics()
-            runner = Runner(inventory, settings, metrics=metrics)
-            started = time.perf_counter()
-            await runner.start()
-            while sum(metrics.value("inventory", o) for o in ("applied", "stale", "duplicate", "parked")) < count:
-                await asyncio.sleep(0.05)  # reading the registry costs the consumer's loop time: not too often
-            elapsed = time.perf_counter() - started
-            await runner.stop()
-            outcomes = {o: int(metrics.value("inventory", o))
-                        for o in ("applied", "duplicate", "stale", "retried", "parked")}
-            rows = sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]
+                channel = await connection.channel()
+                for chosen in runs.values():
+                    await declare(channel, topology_for(inventory, chosen))
+            await publish(url, exchange, outgoing)  # once, routed to every run's queue
+            elapsed: dict[str, float] = {}
+            outcomes: dict[str, dict[str, int]] = {}
+            for name, chosen in runs.items():
+                metrics = Metrics()
+                elapsed[name] = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
+                outcomes[name] = outcomes_of(metrics)
+            rows = {"sqlite": sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]}
+            synchronous = "?"
+            if "postgres" in runs:
+                rows["postgres"], synchronous = postgres_products(str(runs["postgres"].database))
         finally:
-            await cleanup(url, settings)
+            for chosen in runs.values():
+                await cleanup(url, chosen)
     products = len({m.headers["tradevine-object-id"] for m in outgoing})
-    lost = count - outcomes["applied"] - outcomes["stale"] - outcomes["duplicate"] + (products - rows)
-    limit_rate, sqlite_rate = count / limit_seconds, count / elapsed
-    return {"limit_events_per_s": round(limit_rate, 1), "sqlite_events_per_s": round(sqlite_rate, 1),
-            "sqlite_ratio": round(sqlite_rate / limit_rate, 3), "lost": lost, "events": count,
-            "prefetch": settings.prefetch, "concurrency": settings.concurrency, "batch_size": settings.batch_size,
-            "batch_max_wait_ms": settings.batch_max_wait_ms, "sqlite_synchronous": "FULL", "outcomes": outcomes}
+    lost = {name: count - o["applied"] - o["stale"] - o["duplicate"] + (products - rows[name])
+            for name, o in outcomes.items()}
+    limit_rate = count / limit_seconds
+    result: dict[str, object] = {"limit_events_per_s": round(limit_rate, 1)}
+    for name in runs:
+        rate = count / elapsed[name]
+        result[f"{name}_events_per_s"] = round(rate, 1)
+        result[f"{name}_ratio"] = round(rate / limit_rate, 3)
+    result.update({
+        "lost": sum(lost.values()), "events": count, "prefetch": settings.prefetch,
+        "concurrency": settings.concurrency, "batch_size": settings.batch_size,
+        "batch_max_wait_ms": settings.batch_max_wait_ms, "sqlite_synchronous": "FULL",
+        "postgres_synchronous_commit": synchronous if "postgres" in runs else None,
+        "outcomes": outcomes})
+    return result
 
 
 if __name__ == "__main__":
@@ -157,6 +208,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, help="CONSUMER_BATCH_SIZE")
     parser.add_argument("--batch-max-wait-ms", type=int, help="CONSUMER_BATCH_MAX_WAIT_MS")
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--postgres-url", default=os.environ.get("TEST_POSTGRES_URL") or None,
+                        help="a PostgreSQL server (its own database is created and dropped); default "
+                             "TEST_POSTGRES_URL; without one only SQLite runs")
     args = parser.parse_args()
     try:
         import uvloop
@@ -167,7 +221,9 @@ if __name__ == "__main__":
     chosen = {k: v for k, v in {"prefetch": args.prefetch, "concurrency": args.concurrency,
                                 "batch_size": args.batch_size, "batch_max_wait_ms": args.batch_max_wait_ms}.items()
               if v is not None}
-    result = asyncio.run(main(args.events, args.amqp_url, chosen))
+    result = asyncio.run(main(args.events, args.amqp_url, args.postgres_url, chosen))
     print(f"limit (aio-pika consume + ack): {result['limit_events_per_s']} events/s; inventory into SQLite: "
-          f"{result['sqlite_events_per_s']} events/s; ratio {result['sqlite_ratio']}; lost {result['lost']}")
+          f"{result['sqlite_events_per_s']} events/s (ratio {result['sqlite_ratio']}); into PostgreSQL: "
+          f"{result.get('postgres_events_per_s', 'not run')} events/s (ratio {result.get('postgres_ratio')}); "
+          f"lost {result['lost']}")
     print(json.dumps(result))
