@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import signal
 import sys
@@ -18,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, TextIO
+from typing import TYPE_CHECKING, Final, Literal, TextIO
 
 import orjson
 from prometheus_client import CollectorRegistry, write_to_textfile
@@ -26,12 +27,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from gateway import wire
+from gateway import tracing, wire
 from gateway.api_client import ApiSettings, Page, TradevineClient
 from gateway.errors import ApiAuthError, ApiError, BrokerUnavailable, SettingsError
 from gateway.message import Outgoing, build
 from gateway.publisher import AmqpPublisher, Publisher
 from gateway.settings import EnvReader, redact_url
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
 
 Model = Literal["product", "sales_order"]
 MODELS: Final[tuple[Model, ...]] = ("product", "sales_order")
@@ -48,6 +53,7 @@ LABELS: Final[Mapping[Model, str]] = {"product": "products", "sales_order": "sal
 UNKNOWN_ZONE_MARGIN: Final = timedelta(hours=14)
 DST_MARGIN: Final = timedelta(hours=1)
 
+SERVICE_NAME: Final = "tradevine-reconciler"  # OpenTelemetry service.name unless OTEL_SERVICE_NAME names one
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -180,12 +186,12 @@ def webhook_body(model: Model, obj: Mapping[str, object], code: int) -> dict[str
 
 
 def outgoing(model: Model, obj: Mapping[str, object], *, code: int, table: Mapping[int, str],
-             received_at: datetime) -> Outgoing:
+             received_at: datetime, trace: Mapping[str, str] | None = None) -> Outgoing:
     """The message for one reconciled object; `message_id` is the SHA-256 of the body published."""
     payload = webhook_body(model, obj, code)
     raw = orjson.dumps(payload)
     return build(raw, table=table, received_at=received_at, source=wire.SOURCE_RECONCILIATION,
-                 app_id=wire.APP_ID_RECONCILER, routing_key=ROUTING_KEYS[model], payload=payload)
+                 app_id=wire.APP_ID_RECONCILER, routing_key=ROUTING_KEYS[model], payload=payload, trace=trace)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,45 +303,107 @@ async def reconcile(client: TradevineClient, publisher: Publisher | None, *, set
                     window: Window, models: tuple[Model, ...] = MODELS, page_size: int | None = None,
                     summary: Summary | None = None, progress: Progress = _no_progress,
                     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Summary:
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                    tracer: Tracer | None = None) -> Summary:
     """Fetch every object of `models` changed in `window` and publish it (`publisher=None`: count only).
 
     Raises `ApiError` or `BrokerUnavailable`; `summary` (if given) holds the counts so far either way.
+    With a `tracer` (tracing on) the run is a span, each model a child, and each published object a
+    PRODUCER grandchild whose context the message carries (`traceparent`).
     """
     summary = summary or Summary(window=window, models=models, dry_run=publisher is None,
                                  exchange=settings.exchange)
+    with (contextlib.nullcontext() if tracer is None else tracer.start_as_current_span(
+            "reconcile", attributes={"tradevine.window.since": _iso(window.since),
+                                     "tradevine.window.until": _iso(window.until),
+                                     "tradevine.dry_run": publisher is None})):
+        await _reconcile(client, publisher, settings=settings, window=window, models=models,
+                         page_size=page_size, summary=summary, progress=progress, now=now, sleep=sleep,
+                         tracer=tracer)
+    return summary
+
+
+async def _reconcile(client: TradevineClient, publisher: Publisher | None, *, settings: ReconcilerSettings,
+                     window: Window, models: tuple[Model, ...], page_size: int | None, summary: Summary,
+                     progress: Progress, now: Callable[[], datetime], sleep: Callable[[float], Awaitable[None]],
+                     tracer: Tracer | None) -> None:
     size = page_size or settings.api.page_size
     low, high = window.query_bounds(settings.org_utc_offset)
     for model in models:
-        stats = summary.stats[model]
-        code = settings.code_for(model)
-        seen: set[tuple[object, object]] = set()
-        pages = client.products(low, page_size=size) if model == "product" \
-            else client.sales_orders(low, high, page_size=size)
-        try:
-            async for page in pages:
-                stats.pages += 1
-                stats.listed += len(page.items)
-                for obj in page.items:
-                    moment = modified_at(obj)
-                    if moment is None:
-                        stats.undated += 1
-                        continue
-                    identity = (obj.get(ID_FIELDS[model]), obj.get("ModifiedDate"))
-                    if not window.contains(moment) or identity in seen:
-                        continue  # outside the window, or listed twice as pages shifted
-                    seen.add(identity)
-                    stats.in_window += 1
-                    if publisher is not None:
+        with (contextlib.nullcontext() if tracer is None else
+              tracer.start_as_current_span(f"reconcile {model}")) as model_span:
+            try:
+                await _reconcile_model(client, publisher, model, settings=settings, window=window, low=low,
+                                       high=high, size=size, summary=summary, progress=progress, now=now,
+                                       sleep=sleep, tracer=tracer)
+            finally:
+                if model_span is not None:
+                    stats = summary.stats[model]
+                    model_span.set_attributes({"tradevine.pages": stats.pages, "tradevine.listed": stats.listed,
+                                               "tradevine.in_window": stats.in_window,
+                                               "tradevine.published": stats.published})
+
+
+async def _reconcile_model(client: TradevineClient, publisher: Publisher | None, model: Model, *,
+                           settings: ReconcilerSettings, window: Window, low: datetime, high: datetime, size: int,
+                           summary: Summary, progress: Progress, now: Callable[[], datetime],
+                           sleep: Callable[[float], Awaitable[None]], tracer: Tracer | None) -> None:
+    stats = summary.stats[model]
+    code = settings.code_for(model)
+    seen: set[tuple[object, object]] = set()
+    pages = client.products(low, page_size=size) if model == "product" \
+        else client.sales_orders(low, high, page_size=size)
+    try:
+        async for page in pages:
+            stats.pages += 1
+            stats.listed += len(page.items)
+            for obj in page.items:
+                moment = modified_at(obj)
+                if moment is None:
+                    stats.undated += 1
+                    continue
+                identity = (obj.get(ID_FIELDS[model]), obj.get("ModifiedDate"))
+                if not window.contains(moment) or identity in seen:
+                    continue  # outside the window, or listed twice as pages shifted
+                seen.add(identity)
+                stats.in_window += 1
+                if publisher is not None:
+                    if tracer is None:
                         message = outgoing(model, obj, code=code, table=settings.event_types,
                                            received_at=now())
                         await _publish(publisher, message, sleep)
-                        stats.published += 1
-                progress(model, page, size, stats)
-        finally:
-            summary.api_calls, summary.api_retries = client.calls, client.retries
-            summary.rate_wait = client.limiter.waited
-    return summary
+                    else:
+                        await _publish_traced(tracer, publisher, model, obj, code=code, settings=settings,
+                                              received_at=now(), sleep=sleep)
+                    stats.published += 1
+            progress(model, page, size, stats)
+    finally:
+        summary.api_calls, summary.api_retries = client.calls, client.retries
+        summary.rate_wait = client.limiter.waited
+
+
+def otel_tracer(provider: TracerProvider) -> Tracer:
+    from gateway import otel
+
+    return otel.tracer(provider, "gateway.reconcile")
+
+
+async def _publish_traced(tracer: Tracer, publisher: Publisher, model: Model, obj: Mapping[str, object], *,
+                          code: int, settings: ReconcilerSettings, received_at: datetime,
+                          sleep: Callable[[float], Awaitable[None]]) -> None:
+    from opentelemetry.trace import SpanKind
+
+    from gateway import otel
+
+    with tracer.start_as_current_span(
+            f"publish {settings.exchange}", kind=SpanKind.PRODUCER,
+            attributes={otel.MESSAGING_SYSTEM: "rabbitmq", otel.DESTINATION: settings.exchange,
+                        otel.OPERATION: "send", otel.ROUTING_KEY: ROUTING_KEYS[model]}) as span:
+        trace: dict[str, str] = {}
+        otel.inject(trace)
+        message = outgoing(model, obj, code=code, table=settings.event_types, received_at=received_at, trace=trace)
+        span.set_attribute(otel.MESSAGE_ID, message.message_id)
+        await _publish(publisher, message, sleep)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -494,7 +562,8 @@ class _Termination:
 
 
 async def _run(summary: Summary, settings: ReconcilerSettings, page_size: int | None,
-               progress: Progress, termination: _Termination | None = None) -> None:
+               progress: Progress, termination: _Termination | None = None,
+               tracer_provider: TracerProvider | None = None) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     handled = termination is not None and task is not None and threading.current_thread() is threading.main_thread()
@@ -508,7 +577,8 @@ async def _run(summary: Summary, settings: ReconcilerSettings, page_size: int | 
             async with TradevineClient(settings.api) as client:
                 await reconcile(client, publisher, settings=settings, window=summary.window,
                                 models=summary.models, page_size=page_size, summary=summary,
-                                progress=progress)
+                                progress=progress, tracer=None if tracer_provider is None else
+                                otel_tracer(tracer_provider))
         finally:
             if publisher is not None:
                 await publisher.close()
@@ -528,6 +598,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         settings = ReconcilerSettings.from_environ(environ)
+        tracer_provider = tracing.provider_from_environ(environ, SERVICE_NAME)
     except SettingsError as exc:
         print(exc, file=err)
         return EXIT_USAGE
@@ -541,7 +612,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, termination.on_signal) if in_main_thread else None
     try:
-        asyncio.run(_run(summary, settings, args.page_size, progress, termination))
+        asyncio.run(_run(summary, settings, args.page_size, progress, termination, tracer_provider))
     except Terminated:
         summary.error = ("stopped by SIGTERM; the connections are closed and what was published stays "
                          "published; the next run covers this window again")
@@ -556,6 +627,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *, stdout: TextIO 
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # exports the run's spans before the process ends
     summary.seconds = time.monotonic() - started
     print(format_summary(summary), file=out)
     if summary.error:

@@ -12,6 +12,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import generate_latest
 
 from gateway import reconcile, wire
@@ -264,7 +268,7 @@ def api(products: list[dict[str, object]], orders: list[dict[str, object]],
 async def run_against(products: list[dict[str, object]], orders: list[dict[str, object]], *,
                       dry_run: bool = False, environ: dict[str, str] | None = None,
                       models: tuple[reconcile.Model, ...] = reconcile.MODELS,
-                      ) -> tuple[Summary, InMemoryPublisher, list[httpx.Request]]:
+                      tracer: Tracer | None = None) -> tuple[Summary, InMemoryPublisher, list[httpx.Request]]:
     settings = ReconcilerSettings.from_environ({**ENV, "TRADEVINE_API_PAGE_SIZE": "2", **(environ or {})})
     fake, seen = FakeTime(), list[httpx.Request]()
     publisher = InMemoryPublisher()
@@ -274,7 +278,7 @@ async def run_against(products: list[dict[str, object]], orders: list[dict[str, 
     async with client:
         summary = await reconcile.reconcile(client, None if dry_run else publisher, settings=settings,
                                             window=WINDOW, models=models, now=lambda: RECEIVED,
-                                            sleep=fake.sleep)
+                                            sleep=fake.sleep, tracer=tracer)
     return summary, publisher, seen
 
 
@@ -296,6 +300,34 @@ async def test_only_objects_modified_in_the_window_are_published() -> None:
             product_stats.undated) == (3, 5, 2, 2, 1)
     assert (order_stats.pages, order_stats.listed, order_stats.in_window, order_stats.published) == (1, 2, 1, 1)
     assert summary.api_calls == 4
+
+
+async def test_without_tracing_reconciled_messages_carry_no_trace_context() -> None:
+    _, publisher, _ = await run_against(PRODUCTS, ORDERS)
+    assert [k for m in publisher.messages for k in m.headers if k.startswith("trace")] == []
+
+
+async def test_with_tracing_a_run_is_a_span_and_each_message_carries_its_publish_span() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _, publisher, _ = await run_against(PRODUCTS, ORDERS, tracer=reconcile.otel_tracer(provider))
+    spans = exporter.get_finished_spans()
+    [run] = [s for s in spans if s.name == "reconcile"]
+    models = {s.name: s for s in spans if s.name.startswith("reconcile ")}
+    publishes = [s for s in spans if s.name == "publish tradevine.events"]
+    assert run.parent is None and {s.context.trace_id for s in spans} == {run.context.trace_id}
+    assert sorted(models) == ["reconcile product", "reconcile sales_order"]
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in models.values())
+    assert (models["reconcile product"].attributes or {})["tradevine.published"] == 2
+    assert [s.kind for s in publishes] == [SpanKind.PRODUCER] * 3
+    assert [s.parent.span_id if s.parent else None for s in publishes] == [
+        models["reconcile product"].context.span_id] * 2 + [models["reconcile sales_order"].context.span_id]
+    flags = f"{run.context.trace_flags:02x}"
+    assert [m.headers["traceparent"] for m in publisher.messages] == [
+        f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}-{flags}" for s in publishes]
+    assert [(s.attributes or {})["messaging.message.id"] for s in publishes] == [
+        m.message_id for m in publisher.messages]
 
 
 async def test_the_api_is_asked_for_the_widened_window() -> None:
