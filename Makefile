@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration fault lint typecheck check deploy-check bench bench-consumer clean
+.PHONY: run test unit integration fault lint typecheck check deploy-check deploy-prod bench bench-consumer clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ $(DEPLOY_STAMP): Makefile
 deploy-check: $(DEPLOY_STAMP)
 	YAMLLINT=$(DEPLOY_VENV)/bin/yamllint KUBERNETES_VALIDATE=$(DEPLOY_VENV)/bin/kubernetes-validate \
 	CHECKOV=$(DEPLOY_VENV)/bin/checkov HADOLINT=$(DEPLOY_VENV)/bin/hadolint bash deploy/check.sh
+
+# Apply the prod overlay (docs/operations.md): PHASE=data first (namespace, RabbitMQ, PostgreSQL), then
+# PHASE=all, which refuses while the Ingress host is the placeholder. DRY_RUN=1 changes nothing.
+PHASE ?= all
+deploy-prod:
+	bash deploy/apply-prod.sh $(if $(DRY_RUN),--dry-run) $(PHASE)
 
 ## bench: load the running stack and compare with raw confirmed publishing (prints a JSON line)
 bench: $(STAMP)

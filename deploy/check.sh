@@ -10,9 +10,14 @@
 #   2. every component is included by at least one overlay, and `kubectl kustomize` renders each overlay
 #   3. kubernetes-validate --strict on each rendered overlay; a kind without a schema fails unless it
 #      is one of the known custom resources below
-#   4. checkov on the rendered overlays and the Dockerfile (config and skips: deploy/.checkov.yaml)
-#   5. hadolint on the Dockerfile
-#   6. promtool: the PrometheusRule of each rendered overlay that has one, extracted to a plain rules
+#   4. deploy/check_resources.py: custom resources against their operators' CRD schemas
+#      (deploy/schemas/, strict: unknown fields fail), Pod Security 'restricted' for every pod
+#      template, and what the overlays rely on (PostgreSQL Clusters and the consumers reading them,
+#      RabbitMQ 4.x with TLS, users for permissions, default-deny network policy); run with the
+#      Python of the kubernetes-validate environment (it has PyYAML and jsonschema), or $DEPLOY_PYTHON
+#   5. checkov on the rendered overlays and the Dockerfile (config and skips: deploy/.checkov.yaml)
+#   6. hadolint on the Dockerfile
+#   7. promtool: the PrometheusRule of each rendered overlay that has one, extracted to a plain rules
 #      file, passes `promtool check rules` and the unit tests in deploy/components/monitoring/test/,
 #      which hold for every alert a case that fires it and one that keeps it quiet
 set -euo pipefail
@@ -25,14 +30,17 @@ KUBERNETES_VERSIONS=(1.30.0 1.32.0)
 
 # Custom resources the overlays use, as "Kind apiVersion". kubernetes-validate has no schema for
 # them and says so with a warning; any other kind without a schema (a typo, a removed API) fails.
+# Those with a schema in deploy/schemas/ (RabbitmqCluster, User, Permission, Cluster, Certificate,
+# Issuer) are validated against it in step 4; the Prometheus Operator's are not validated offline.
 KNOWN_CUSTOM_RESOURCES=(
-  "RabbitmqCluster rabbitmq.com/v1beta1"
-  "Permission rabbitmq.com/v1beta1"
   "PodMonitor monitoring.coreos.com/v1"
   "ServiceMonitor monitoring.coreos.com/v1"
   "PrometheusRule monitoring.coreos.com/v1"
-  "Certificate cert-manager.io/v1"
 )
+for schema in deploy/schemas/*.json; do
+  base="$(basename "$schema" .json)"                 # GROUP_VERSION_KIND
+  KNOWN_CUSTOM_RESOURCES+=("${base##*_} ${base%%_*}/$(cut -d_ -f2 <<<"$base")")
+done
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf 'deploy-check: %s\n' "$*" >&2; exit 1; }
@@ -61,6 +69,12 @@ if [[ -z "$PYTHON_YAML" && -n "$YAMLLINT" && -x "$(dirname "$YAMLLINT")/python" 
   PYTHON_YAML="$(dirname "$YAMLLINT")/python"
 fi
 PYTHON_YAML="${PYTHON_YAML:-$(command -v python3 || true)}"
+# A Python with PyYAML and jsonschema: $DEPLOY_PYTHON, else the one kubernetes-validate runs on.
+DEPLOY_PYTHON="${DEPLOY_PYTHON:-}"
+if [[ -z "$DEPLOY_PYTHON" && -n "$KUBERNETES_VALIDATE" && -x "$(dirname "$KUBERNETES_VALIDATE")/python" ]]; then
+  DEPLOY_PYTHON="$(dirname "$KUBERNETES_VALIDATE")/python"
+fi
+DEPLOY_PYTHON="${DEPLOY_PYTHON:-python3}"
 
 missing=()
 [[ -n "$YAMLLINT" ]] || missing+=("yamllint            (pip package: yamllint)")
@@ -72,6 +86,8 @@ missing=()
 if [[ -z "$PYTHON_YAML" ]] || ! "$PYTHON_YAML" -c 'import yaml' 2>/dev/null; then
   missing+=("python3 with PyYAML (pip package: pyyaml; yamllint's environment has it)")
 fi
+"$DEPLOY_PYTHON" -c 'import yaml, jsonschema' 2>/dev/null ||
+  missing+=("PyYAML + jsonschema for $DEPLOY_PYTHON (pip packages: pyyaml jsonschema; or set DEPLOY_PYTHON)")
 if ((${#missing[@]})); then
   {
     echo "deploy-check: missing tools (looked at the override variable, then .venv/bin, then PATH):"
@@ -142,6 +158,14 @@ for name in "${overlays[@]}"; do
   if ((problems)); then status=1; else echo "ok  $name"; fi
 done
 ((status == 0)) || fail "kubernetes-validate found problems (above)"
+
+step "custom resources, Pod Security 'restricted', overlay rules (deploy/check_resources.py)"
+resource_args=()
+for name in "${overlays[@]}"; do
+  resource_args+=("$name=$WORK/$name.yaml")
+done
+"$DEPLOY_PYTHON" deploy/check_resources.py "${resource_args[@]}" ||
+  fail "deploy/check_resources.py found problems (above)"
 
 step "checkov (deploy/.checkov.yaml)"
 checkov_files=(-f Dockerfile)
