@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -61,6 +62,9 @@ def create_app(settings: GatewaySettings, publisher: Publisher | None = None, *,
             yield
         finally:
             await publisher.close()
+            if tracer_provider is not None:
+                # Here, not at exit: uvicorn re-raises SIGTERM after the shutdown, so no atexit runs.
+                await asyncio.to_thread(flush_spans, tracer_provider)
             log.info("gateway_stopped")
 
     routes = [
@@ -77,6 +81,13 @@ def create_app(settings: GatewaySettings, publisher: Publisher | None = None, *,
     app.state.publisher = publisher
     app.state.metrics = metrics
     return app
+
+
+def flush_spans(provider: TracerProvider, timeout_ms: int = 5000) -> None:
+    """Export the spans still queued (the SDK's providers can; the API's no-op one has nothing to flush)."""
+    flush = getattr(provider, "force_flush", None)
+    if flush is not None:
+        flush(timeout_ms)
 
 
 def from_environ() -> Starlette:

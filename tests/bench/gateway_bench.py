@@ -12,8 +12,10 @@ a queue to `#`, and then:
    latency counts from the scheduled send time, so a stall is not hidden).
 
 `--rate N` replaces step 1 by a fixed rate of N events/s. `--url` loads an already running gateway
-(its exchange from `--exchange`, its secret from TRADEVINE_CONSUMER_SECRET). The last line printed is
-one JSON object.
+(its exchange from `--exchange`, its secret from TRADEVINE_CONSUMER_SECRET). `--traceparent`: every
+request carries its own W3C traceparent. `--tracing`: the gateway it starts traces (OTEL_TRACES_EXPORTER
+=otlp, batch span processor, OTLP/HTTP to a sink in this process that counts the spans and discards
+them), and every request carries a traceparent. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,12 +148,17 @@ class LoadGenerator:
         self.recording = False
         self.prelude = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                         "Content-Type: application/json\r\nUser-Agent: tradevine-bench\r\n").encode()
+        self.traceparent = bool(spec.get("traceparent"))
 
     def _request(self) -> bytes:
         _, body = self.bodies.next()
         signature = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        return b"%sContent-Length: %d\r\nX-Tradevine-Hmac-SHA256: %s\r\n\r\n%s" % (
-            self.prelude, len(body), signature.encode(), body)
+        trace = b""
+        if self.traceparent:  # a caller's trace per request: 16 random bytes of trace id, 8 of span id
+            ids = os.urandom(24).hex()
+            trace = b"traceparent: 00-%s-%s-01\r\n" % (ids[:32].encode(), ids[32:].encode())
+        return b"%sContent-Length: %d\r\n%sX-Tradevine-Hmac-SHA256: %s\r\n\r\n%s" % (
+            self.prelude, len(body), trace, signature.encode(), body)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -440,11 +449,56 @@ def run_loadgen(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return result, (text.split("\n") if text else [])
 
 
+class OtlpSink:
+    """An OTLP/HTTP trace endpoint that counts what it receives and keeps nothing (for `--tracing`)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.spans = 0
+        self.bytes = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.received(data)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def received(self, data: bytes) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        request = ExportTraceServiceRequest.FromString(data)
+        self.requests += 1
+        self.bytes += len(data)
+        self.spans += sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+
+    def __enter__(self) -> OtlpSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @contextlib.contextmanager
-def own_gateway(amqp_url: str, exchange: str, log: Path) -> Iterator[Any]:
+def own_gateway(amqp_url: str, exchange: str, log: Path, sink: OtlpSink | None = None) -> Iterator[Any]:
     from tests.integration.processes import GatewayProcess
 
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"OTEL_SDK_DISABLED": "true"}  # tracing off unless asked for, whatever the shell has
+    if sink is not None:
+        env = {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL":
+               "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "tradevine-gateway-bench"}
     with GatewayProcess(amqp_url, exchange, extra_env=env, log_path=log) as gateway:
         yield gateway
 
@@ -452,7 +506,8 @@ def own_gateway(amqp_url: str, exchange: str, log: Path) -> Iterator[Any]:
 def phase(name: str, args: argparse.Namespace, gateway_url: str, secret: str, rate: float | None,
           gateway_pid: int | None, seed: int) -> tuple[dict[str, Any], list[str]]:
     spec = {"url": gateway_url, "secret": secret, "concurrency": args.concurrency, "duration": args.duration,
-            "warmup": args.warmup, "rate": rate, "seed": seed, "run": seed, "timeout": 10.0}
+            "warmup": args.warmup, "rate": rate, "seed": seed, "run": seed, "timeout": 10.0,
+            "traceparent": args.traceparent or args.tracing}
     cpu_before = cpu_seconds(gateway_pid) if gateway_pid else 0.0
     result, ids = run_loadgen(spec)
     if gateway_pid:
@@ -496,16 +551,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --url: the exchange that gateway publishes to")
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--seed", type=int, default=int(time.time()) % 1_000_000)
+    parser.add_argument("--traceparent", action="store_true", help="every request carries a W3C traceparent")
+    parser.add_argument("--tracing", action="store_true",
+                        help="the gateway traces (OTLP/HTTP to a counting sink); implies --traceparent")
     args = parser.parse_args(argv)
 
     amqp_url = args.amqp_url
     print(f"tradevine-gateway bench: {os.cpu_count()} cores, concurrency {args.concurrency}, "
           f"{args.duration:g} s per phase (+{args.warmup:g} s warm-up); bodies "
-          + ", ".join(f"{k} {v} B" for k, v in Bodies(0, 0).sizes().items() if k.endswith(("created",))),
-          flush=True)
+          + ", ".join(f"{k} {v} B" for k, v in Bodies(0, 0).sizes().items() if k.endswith(("created",)))
+          + f"; tracing {'on' if args.tracing else 'off'}"
+          + (", requests carry a traceparent" if args.traceparent or args.tracing else ""), flush=True)
     queue = f"bench.{uuid.uuid4().hex[:8]}.all"
     results: dict[str, Any] = {}
     lost = 0
+    sink: OtlpSink | None = None
     with contextlib.ExitStack() as stack:
         if args.url:
             url, exchange, pid = args.url, args.exchange, None
@@ -519,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
 
             exchange = f"bench.{uuid.uuid4().hex[:8]}"
             log = Path(tempfile.gettempdir()) / f"{exchange}.gateway.log"
-            gateway = stack.enter_context(own_gateway(amqp_url, exchange, log))
+            sink = stack.enter_context(OtlpSink()) if args.tracing else None
+            gateway = stack.enter_context(own_gateway(amqp_url, exchange, log, sink))
             url, secret, pid = gateway.url, TEST_SECRET, gateway.process.pid
             print(f"gateway: {url} (exchange {exchange}, log {log})", flush=True)
             stack.callback(lambda: asyncio.run(delete(
@@ -579,6 +640,12 @@ def main(argv: list[str] | None = None) -> int:
                       "half_rate_p99_ms": results["half_rate"]["latencies_ms"]["p99"]})
     if "limit_half_rate" in results:
         final["limit_half_rate_p99_ms"] = results["limit_half_rate"]["latencies_ms"]["p99"]
+    final["tracing"] = bool(args.tracing)
+    final["traceparent"] = bool(args.traceparent or args.tracing)
+    if sink is not None:  # the gateway has stopped (its exit flushes the spans left)
+        print(f"tracing: the sink received {sink.spans} spans in {sink.requests} OTLP requests "
+              f"({sink.bytes} bytes)", flush=True)
+        final["spans_exported"] = sink.spans
     if final["ratio_to_limit"] is not None:
         print(f"ratio gateway / limit: {final['ratio_to_limit']}", flush=True)
     if lost:

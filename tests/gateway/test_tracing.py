@@ -230,3 +230,17 @@ async def test_tracing_on_a_broker_failure_marks_the_spans_as_errors(product_bod
     spans = {span.name: span for span in exporter.get_finished_spans()}
     assert spans["publish tradevine.events"].status.is_ok is False
     assert spans["POST /webhooks/tradevine"].status.description == "broker_unavailable"
+
+
+async def test_the_lifespan_shutdown_exports_the_spans_still_queued(product_body: bytes) -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    client, _ = make(provider)
+    async with client:
+        await client.post(URL, content=product_body, headers=signed(product_body))
+        assert exporter.get_finished_spans() == ()  # still queued: the batch waits ten minutes
+    assert len(exporter.get_finished_spans()) == 3
+    provider.shutdown()
