@@ -2,7 +2,8 @@
 # Apply the prod overlay in the order docs/operations.md gives (`make deploy-prod PHASE=...`).
 #
 #   deploy/apply-prod.sh data       the namespace, RabbitMQ (its TLS certificate, users, permissions) and
-#                                   PostgreSQL, then wait until they are ready. Needs the operators only.
+#                                   PostgreSQL; waits until the certificates, RabbitMQ and PostgreSQL are
+#                                   ready. Needs the operators only.
 #   deploy/apply-prod.sh [all]      everything. Refuses (exit 2) while the Ingress host is still the
 #                                   placeholder webhooks.example.com, and while the Secret
 #                                   'tradevine-gateway-secrets' lacks a key the workloads read.
@@ -97,7 +98,10 @@ if [[ "$phase" == data ]]; then
   "$KUBECTL" -n "$namespace" wait --for=condition=Ready certificate --all --timeout="$WAIT_TIMEOUT"
   "$KUBECTL" -n "$namespace" wait --for=condition=AllReplicasReady rabbitmqcluster --all --timeout="$WAIT_TIMEOUT"
   "$KUBECTL" -n "$namespace" wait --for=condition=Ready clusters.postgresql.cnpg.io --all --timeout="$WAIT_TIMEOUT"
-  "$KUBECTL" -n "$namespace" wait --for=condition=Ready users.rabbitmq.com --all --timeout="$WAIT_TIMEOUT"
+  # The Users and Permissions become ready once the Topology Operator trusts the namespace's CA (the
+  # broker's management API is HTTPS only): docs/operations.md, step 2.
+  echo "apply-prod: next: let the Topology Operator trust the CA in Secret $namespace/tradevine-ca" \
+    "(docs/operations.md, step 2), then create the Secret tradevine-gateway-secrets (step 3)"
 else
   "$KUBECTL" -n "$namespace" rollout status deployment --timeout="$WAIT_TIMEOUT"
 fi

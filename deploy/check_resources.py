@@ -305,6 +305,17 @@ class Checker:
             if tls.get("disableNonTLSListeners") is not True:
                 self.problem(where, "tls.disableNonTLSListeners must be true (AMQP only over TLS)")
             pod = dig(spec, "override", "statefulSet", "spec", "template", "spec") or {}
+            if tls.get("disableNonTLSListeners"):
+                # The operator then serves metrics only on 15691 (TLS); components/monitoring scrapes
+                # the container port named 'prometheus' (15692) over plain HTTP.
+                config = dig(spec, "rabbitmq", "additionalConfig") or ""
+                ports = [p for c in pod.get("containers") or [] if c["name"] == "rabbitmq"
+                         for p in c.get("ports") or []]
+                if not re.search(r"^prometheus\.tcp\.port\s*=\s*15692\s*$", config, re.M) or not any(
+                        p.get("name") == "prometheus" and p.get("containerPort") == 15692 for p in ports):
+                    self.problem(where, "without non-TLS listeners, metrics need 'prometheus.tcp.port = 15692' in "
+                                        "rabbitmq.additionalConfig and a container port 'prometheus' (15692) in the "
+                                        "override, or Prometheus finds no target")
             if "topology.kubernetes.io/zone" not in topology_keys(pod):
                 self.problem(where,
                              "no zone topologySpreadConstraint (override.statefulSet...topologySpreadConstraints)")

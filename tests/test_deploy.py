@@ -215,6 +215,8 @@ PROD_MUTATIONS: dict[str, tuple[Mutation, str]] = {
                       "pin an exact RabbitMQ 4.x version"),
     "plain AMQP left on": (_set("RabbitmqCluster", "rabbitmq", "spec/tls/disableNonTLSListeners", False),
                            "tls.disableNonTLSListeners must be true"),
+    "metrics only over TLS": (_set("RabbitmqCluster", "rabbitmq", "spec/rabbitmq/additionalConfig", None),
+                              "metrics need 'prometheus.tcp.port = 15692'"),
     "a TLS Secret no Certificate makes": (_set("RabbitmqCluster", "rabbitmq", "spec/tls/secretName", "other"),
                                           "tls.secretName 'other' is not the secretName of a Certificate"),
     "a Permission without its User": (_set("User", "tradevine-reconciler", "metadata/name", "someone-else"),
