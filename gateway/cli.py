@@ -68,7 +68,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from gateway import logs, tracing
     from gateway.app import SERVICE_NAME, create_app
-    from gateway.settings import GatewaySettings, port_in_use, redact_url
+    from gateway.edge import EdgeProtocol
+    from gateway.settings import GatewaySettings, open_files_problem, port_in_use, redact_url
 
     try:
         settings = GatewaySettings.from_environ(environ)
@@ -76,7 +77,7 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except SettingsError as exc:
         print(f"tradevine-gateway: {exc}", file=sys.stderr)
         return 2
-    if problem := port_in_use(settings.host, settings.port, "GATEWAY_PORT"):
+    if problem := port_in_use(settings.host, settings.port, "GATEWAY_PORT") or open_files_problem(settings):
         print(f"tradevine-gateway: {problem}", file=sys.stderr)
         return 2
     level = args.log_level or settings.log_level
@@ -92,9 +93,10 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
         "server_header": False, "log_level": level, "timeout_keep_alive": settings.keepalive,
         "timeout_graceful_shutdown": int(settings.publish_timeout) + 2,
-        # What "auto" would pick, said outright: the C event loop and HTTP parser when installed.
+        # What "auto" would pick, said outright: the C event loop when installed.
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools' protocol with the request deadline and the connection cap (gateway/edge.py).
+        "http": EdgeProtocol,
         # Tradevine's address is of no use here; skip the per-request X-Forwarded-* rewriting.
         "proxy_headers": False,
     }

@@ -85,11 +85,20 @@ def build(raw: bytes, *, table: Mapping[int, str], received_at: datetime,
         code = wire.scalar_text(payload.get("EventType"))
         obj = wire.id_text(payload.get("EventObjectId"))
         date = wire.scalar_text(payload.get("EventDateUtc"))
-        for name, value in ((wire.H_EVENT_TYPE, code), (wire.H_ORGANISATION_ID, org),
+        cut: list[str] = []
+        parts: list[str | None] = []
+        for name, value in ((wire.H_ORGANISATION_ID, org), (wire.H_EVENT_TYPE, code),
                             (wire.H_OBJECT_ID, obj), (wire.H_EVENT_DATE, date)):
             if value is not None:
+                value, altered = wire.bounded(value)
+                if altered:
+                    cut.append(name)
                 headers[name] = value
-        headers[wire.H_EVENT_KEY] = wire.event_key(org, code, obj, date)
+            parts.append(value)
+        headers[wire.H_EVENT_KEY] = wire.event_key(*parts)
+        if cut:
+            cut.append(wire.H_EVENT_KEY)  # built from the cut values
+            headers[wire.H_TRUNCATED] = ",".join(cut)
         if not keep_access_token and "AccessToken" in payload:
             body = _dump({k: v for k, v in payload.items() if k != "AccessToken"})
     if trace:

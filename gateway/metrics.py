@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to scrapes
 
-OUTCOMES = ("accepted", "invalid_signature", "invalid_custom_header", "body_too_large", "broker_unavailable")
+OUTCOMES = ("accepted", "invalid_signature", "invalid_custom_header", "body_too_large", "broker_unavailable",
+            "request_timeout", "overloaded", "client_disconnected")
 
 
 class GatewayMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import struct
@@ -126,7 +127,15 @@ class GatewayProperties(Basic.Properties):
     and leaves anything else to pamqp.
     """
 
+    _wire: bytes | None = None
+
     def marshal(self) -> bytes:
+        """The properties' bytes, written once (the publisher measures them before aiormq writes them)."""
+        if self._wire is None:
+            self._wire = self._marshal()
+        return self._wire
+
+    def _marshal(self) -> bytes:
         headers = self.headers
         if (self.content_encoding is not None or self.priority is not None or self.correlation_id is not None
                 or self.reply_to is not None or self.expiration is not None or self.user_id is not None
@@ -149,6 +158,38 @@ class GatewayProperties(Basic.Properties):
                              _short(self.message_type), _short(self.app_id)))
         except ValueError:
             return super().marshal()  # which says what is wrong
+
+
+# A content header frame's payload: class id, weight, body size, then the properties.
+_CONTENT_HEADER = 12
+
+
+class FrameTooLarge(ValueError):
+    pass
+
+
+def fitting_properties(message: Outgoing, max_payload: int) -> Basic.Properties:
+    """The message's properties, measured before they are written: a content header frame larger than the
+    broker's negotiated frame_max makes RabbitMQ close the whole (shared) connection.
+
+    Header values from the payload are bounded (`wire.MAX_HEADER_VALUE_BYTES`), so with any frame_max
+    RabbitMQ accepts (4096 and up) they fit; should they not, the message goes without them (named in
+    `tradevine-truncated`; the body still carries them), and FrameTooLarge is raised only if even that
+    does not fit. `max_payload` is aiormq's `max_content_size` (frame_max less the frame's 8 bytes).
+    """
+    properties = amqp_properties(message)
+    if _CONTENT_HEADER + len(properties.marshal()) <= max_payload:
+        return properties
+    dropped = [name for name in wire.PAYLOAD_HEADERS if name in message.headers]
+    headers = {k: v for k, v in message.headers.items() if k not in dropped}
+    headers[wire.H_TRUNCATED] = ",".join(dropped)
+    log.warning("headers_dropped", extra={"message_id": message.message_id, "frame_payload_max": max_payload,
+                                          "headers": dropped})
+    properties = amqp_properties(dataclasses.replace(message, headers=headers))
+    size = _CONTENT_HEADER + len(properties.marshal())
+    if size > max_payload:
+        raise FrameTooLarge(f"message properties of {size} bytes exceed the broker's frame_max")
+    return properties
 
 
 def amqp_message(message: Outgoing) -> aio_pika.Message:
@@ -243,11 +284,14 @@ class AmqpPublisher:
         # (checked above, nothing awaited since), so getting the channel does not wait.
         try:
             underlay = await channel.get_underlay_channel()
+            properties = fitting_properties(message, underlay.max_content_size)  # type: ignore[attr-defined]
             result = await underlay.basic_publish(
                 message.body, exchange=self.exchange_name, routing_key=message.routing_key,
-                properties=amqp_properties(message), mandatory=True, timeout=self.timeout)
+                properties=properties, mandatory=True, timeout=self.timeout)
         except TimeoutError:
             raise BrokerUnavailable(f"no confirm within {self.timeout}s") from None
+        except FrameTooLarge as exc:
+            raise BrokerUnavailable(str(exc)) from None
         except aiormq.exceptions.PublishError as exc:
             raise BrokerUnavailable("message returned as unroutable") from exc
         except aiormq.exceptions.DeliveryError as exc:

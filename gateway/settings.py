@@ -48,6 +48,27 @@ def port_in_use(host: str, port: int, variable: str) -> str | None:
     return None
 
 
+def open_files_problem(settings: GatewaySettings) -> str | None:
+    """Raise the soft open-files limit to what GATEWAY_MAX_CONNECTIONS needs; a one-line problem if it cannot."""
+    import resource
+
+    needed = settings.max_connections + settings.connection_overflow + OTHER_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        fits = max(1, (hard - OTHER_DESCRIPTORS) * 10 // 11)
+        return (f"GATEWAY_MAX_CONNECTIONS={settings.max_connections} needs {needed} open files, but this process "
+                f"may open at most {hard} (ulimit -n); lower it, e.g. GATEWAY_MAX_CONNECTIONS={fits}, "
+                "or raise the limit.")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return None
+
+
+# Descriptors besides client connections: the listening socket, AMQP, logs, the interpreter's own.
+OTHER_DESCRIPTORS = 64
+
+
 class EnvReader:
     """Reads typed values from a mapping and collects every problem instead of stopping at the first."""
 
@@ -146,6 +167,14 @@ class GatewaySettings:
     # Above ingress-nginx's 60 s upstream keep-alive: the proxy, not the gateway, closes an idle
     # connection first, so it never sends a request down a connection the gateway is closing.
     keepalive: float = 75.0
+    # A request (headers and body) must arrive within this; so must the first request of a new
+    # connection. Tradevine gives up after 5 s, and the publish (GATEWAY_PUBLISH_TIMEOUT_SECONDS)
+    # comes after it.
+    request_timeout: float = 3.0
+    # Open connections; a few more (OVERFLOW) are answered 503 + Retry-After, beyond that refused.
+    max_connections: int = 1024
+    # Publishes awaiting the broker's confirm; beyond it, 503 + Retry-After.
+    max_in_flight: int = 256
     log_level: str = "info"
 
     @classmethod
@@ -185,9 +214,18 @@ class GatewaySettings:
             keep_access_token=env.boolean("GATEWAY_KEEP_ACCESS_TOKEN", False),
             log_level=env.log_level("GATEWAY_LOG_LEVEL"),
             keepalive=env.number("GATEWAY_KEEPALIVE_SECONDS", 75.0, low=1.0, high=3600.0, example=75.0),
+            request_timeout=env.number("GATEWAY_REQUEST_TIMEOUT_SECONDS", 3.0, low=0.1, high=60.0,
+                                       example=3.0),
+            max_connections=env.integer("GATEWAY_MAX_CONNECTIONS", 1024, low=1, high=1_000_000, example=1024),
+            max_in_flight=env.integer("GATEWAY_MAX_IN_FLIGHT", 256, low=1, high=100_000, example=256),
         )
         env.check()
         return settings
+
+    @property
+    def connection_overflow(self) -> int:
+        """Connections past `max_connections` that still get a 503 answer; past these, closed at once."""
+        return max(8, self.max_connections // 10)
 
     @property
     def secret_bytes(self) -> tuple[bytes, ...]:

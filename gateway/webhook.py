@@ -19,6 +19,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from gateway import message, signature, tracing, wire
+from gateway.edge import EXTENSION, EdgeState
 from gateway.errors import BrokerUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Publisher
@@ -35,6 +36,7 @@ TRACESTATE_HEADER = b"tracestate"
 SERVER_SPAN = "POST /webhooks/tradevine"
 RETRY_AFTER_SECONDS = "5"
 _JSON = (b"content-type", b"application/json")
+_NO_EXTENSIONS: dict[str, EdgeState] = {}
 
 
 def _error(code: str) -> bytes:
@@ -58,9 +60,24 @@ DISCARD_FACTOR = 4
 TOO_LARGE = _Answer(413, _error("body_too_large"), "body_too_large")
 TOO_LARGE_CLOSE = _Answer(413, _error("body_too_large"), "body_too_large", ((b"connection", b"close"),))
 BAD_HEADER = _Answer(401, _error("invalid_custom_header"), "invalid_custom_header")
+BAD_HEADER_CLOSE = _Answer(401, _error("invalid_custom_header"), "invalid_custom_header",
+                           ((b"connection", b"close"),))
 BAD_SIGNATURE = _Answer(401, _error("invalid_signature"), "invalid_signature")
 UNAVAILABLE = _Answer(503, _error("broker_unavailable"), "broker_unavailable",
                       ((b"retry-after", RETRY_AFTER_SECONDS.encode()),))
+# Too many publishes awaiting a confirm (GATEWAY_MAX_IN_FLIGHT), or a connection past
+# GATEWAY_MAX_CONNECTIONS (that one is closed after the answer).
+OVERLOADED = _Answer(503, _error("overloaded"), "overloaded", ((b"retry-after", RETRY_AFTER_SECONDS.encode()),))
+OVERLOADED_CLOSE = _Answer(503, _error("overloaded"), "overloaded",
+                           ((b"retry-after", RETRY_AFTER_SECONDS.encode()), (b"connection", b"close")))
+# The client went away before its body was complete: no answer can reach it. When the request
+# deadline closed it (gateway.edge answered 408 and counted it), nothing is counted here.
+DISCONNECTED = _Answer(0, b"", "client_disconnected")
+TIMED_OUT = _Answer(0, b"", "")
+
+
+class _Gone(Exception):
+    """The client disconnected (or the request deadline closed it) before the body was complete."""
 
 
 class WebhookEndpoint:
@@ -74,6 +91,7 @@ class WebhookEndpoint:
         self.clock = clock
         self.secrets = settings.secret_bytes
         self.max_body = settings.max_body_bytes
+        self.max_in_flight = settings.max_in_flight
         self.custom_name = (settings.custom_header_name.lower().encode("latin-1")
                             if settings.custom_header_name else None)
         self.custom_value = (settings.custom_header_value or "").encode("utf-8")
@@ -85,7 +103,10 @@ class WebhookEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = await (self.handle(scope, receive) if self.tracer is None else self._traced(scope, receive))
-        self.metrics.request(answer.outcome)
+        if answer.outcome:
+            self.metrics.request(answer.outcome)
+        if not answer.status:
+            return  # the client is gone
         await send({"type": "http.response.start", "status": answer.status,
                     "headers": [_JSON, (b"content-length", str(len(answer.body)).encode()),
                                 *answer.extra_headers]})
@@ -109,18 +130,18 @@ class WebhookEndpoint:
             elif name == TRACESTATE_HEADER:  # W3C: several tracestate lines are one comma-separated list
                 tracestate = value if tracestate is None else b"%s,%s" % (tracestate, value)
 
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            log.warning("webhook_rejected", extra={"reason": "body_too_large", "content_length": int(length)})
-            return TOO_LARGE if int(length) <= self.max_body * DISCARD_FACTOR else TOO_LARGE_CLOSE
-        body = await self._read(receive)
-        if body is None:
-            log.warning("webhook_rejected", extra={"reason": "body_too_large", "limit": self.max_body})
-            return TOO_LARGE_CLOSE
-
-        if self.custom_name is not None and not signature.header_ok(offered_custom, self.custom_value):
-            reason = "missing" if offered_custom is None else "mismatch"
-            log.warning("webhook_rejected", extra={"reason": f"custom_header_{reason}"})
-            return BAD_HEADER
+        declared = int(length) if length is not None and length.isdigit() else None
+        edge = scope.get("extensions", _NO_EXTENSIONS).get(EXTENSION)
+        try:
+            body = await self._checked_body(receive, declared, offered_custom, edge)
+        except _Gone:
+            if edge is not None and edge.timed_out:
+                log.warning("webhook_rejected", extra={"reason": "request_timeout"})
+                return TIMED_OUT
+            log.info("webhook_abandoned", extra={"reason": "client_disconnected"})
+            return DISCONNECTED
+        if isinstance(body, _Answer):
+            return body
 
         if not (self._verify(body, offered_signature) if self.tracer is None
                 else self._verify_traced(body, offered_signature)):
@@ -129,10 +150,40 @@ class WebhookEndpoint:
             log.warning("webhook_rejected", extra={"reason": f"signature_{reason}", "bytes": len(body)})
             return BAD_SIGNATURE
 
+        if self.metrics.publishing >= self.max_in_flight:
+            log.warning("webhook_rejected", extra={"reason": "overloaded", "in_flight": self.metrics.publishing})
+            return OVERLOADED
         if self.tracer is None:
             trace = None if traceparent is None else tracing.carried(traceparent, tracestate)
             return (await self._publish(body, trace))[0]
         return await self._publish_traced(body)
+
+    async def _checked_body(self, receive: Receive, declared: int | None, offered_custom: bytes | None,
+                            edge: EdgeState | None) -> bytes | _Answer:
+        """The body, or the answer that comes before it (overloaded, too large, bad custom header).
+
+        Raises _Gone when the client disconnects (or the request deadline closes it) mid-body."""
+        if edge is not None and edge.overloaded:
+            # A connection past GATEWAY_MAX_CONNECTIONS: read (and drop) what fits, answer, close.
+            if declared is None or declared <= self.max_body:
+                await self._read(receive)
+            return OVERLOADED_CLOSE
+        if declared is not None and declared > self.max_body:
+            log.warning("webhook_rejected", extra={"reason": "body_too_large", "content_length": declared})
+            return TOO_LARGE if declared <= self.max_body * DISCARD_FACTOR else TOO_LARGE_CLOSE
+
+        # Before the body is read: a request without the header costs no body.
+        if self.custom_name is not None and not signature.header_ok(offered_custom, self.custom_value):
+            reason = "missing" if offered_custom is None else "mismatch"
+            log.warning("webhook_rejected", extra={"reason": f"custom_header_{reason}"})
+            return (BAD_HEADER if declared is not None and declared <= self.max_body * DISCARD_FACTOR
+                    else BAD_HEADER_CLOSE)
+
+        body = await self._read(receive)
+        if body is None:
+            log.warning("webhook_rejected", extra={"reason": "body_too_large", "limit": self.max_body})
+            return TOO_LARGE_CLOSE
+        return body
 
     def _verify(self, body: bytes, offered: bytes | None) -> bool:
         return signature.signature_ok(body, _text(offered), secrets=self.secrets,
@@ -178,8 +229,9 @@ class WebhookEndpoint:
                 attributes={"http.request.method": "POST", "http.route": scope["path"],
                             "url.path": scope["path"]}) as span:
             answer = await self.handle(scope, receive)
-            span.set_attribute("http.response.status_code", answer.status)
-            span.set_attribute(otel.OUTCOME, answer.outcome)
+            if answer.status:  # 0: the client is gone, nothing answered
+                span.set_attribute("http.response.status_code", answer.status)
+            span.set_attribute(otel.OUTCOME, answer.outcome or "request_timeout")
             if answer.status >= 500:
                 span.set_status(StatusCode.ERROR, answer.outcome)
         return answer
@@ -215,13 +267,15 @@ class WebhookEndpoint:
         return answer
 
     async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it passes the cap (the rest is never read)."""
+        """The whole body, or None as soon as it passes the cap (the rest is never read).
+
+        Raises _Gone when the client disconnects first."""
         chunks: list[bytes] = []
         size = 0
         while True:
             event = await receive()
             if event["type"] == "http.disconnect":
-                break
+                raise _Gone
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > self.max_body:

@@ -28,6 +28,13 @@ H_RECEIVED_AT: Final = "tradevine-received-at"
 H_ATTEMPT: Final = "tradevine-attempt"
 H_ERROR: Final = "tradevine-error"
 H_FAILED_AT: Final = "tradevine-failed-at"
+H_TRUNCATED: Final = "tradevine-truncated"
+
+# A header value taken from the payload (ids, event type, event date, and the event key built from
+# them) is at most this many bytes of UTF-8; a longer value is cut there and its header named in
+# `tradevine-truncated`. Real values are under 30 bytes; the body always carries the whole value.
+MAX_HEADER_VALUE_BYTES: Final = 128
+PAYLOAD_HEADERS: Final = (H_ORGANISATION_ID, H_EVENT_TYPE, H_OBJECT_ID, H_EVENT_DATE, H_EVENT_KEY)
 
 SOURCE_WEBHOOK: Final = "webhook"
 SOURCE_RECONCILIATION: Final = "reconciliation"
@@ -113,6 +120,25 @@ def scalar_text(value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def bounded(value: str, limit: int = MAX_HEADER_VALUE_BYTES) -> tuple[str, bool]:
+    """`value` cut to at most `limit` bytes of UTF-8 (never mid-character), and whether it was altered.
+
+    A lone surrogate (which the standard library's JSON parser lets through) cannot be encoded and is
+    replaced by `?`; that counts as altered too.
+    """
+    if value.isascii():
+        return (value, False) if len(value) <= limit else (value[:limit], True)
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "replace")
+        if len(raw) <= limit:
+            return raw.decode(), True
+    if len(raw) <= limit:
+        return value, False
+    return raw[:limit].decode("utf-8", "ignore"), True
 
 
 def number_value(value: object) -> float | None:

@@ -79,3 +79,20 @@ def test_the_reconciler_overrides_key_source_and_app() -> None:
                 source="reconciliation", app_id="tradevine-reconciler")
     assert (out.routing_key, out.app_id, out.headers[wire.H_SOURCE]) == (
         "product.reconciled", "tradevine-reconciler", "reconciliation")
+
+
+def test_a_long_payload_value_is_cut_in_its_header_and_named_but_the_body_is_intact() -> None:
+    date = "2025-03-18T21:14:07.347" + "9" * 300_000
+    raw = orjson.dumps({"EventType": 95001, "OrganisationID": 1, "EventObjectId": "é" * 100, "EventDateUtc": date})
+    out = build(raw)
+    assert out.body == raw
+    assert out.headers["tradevine-event-date"] == date[:wire.MAX_HEADER_VALUE_BYTES]
+    assert out.headers["tradevine-object-id"] == "é" * (wire.MAX_HEADER_VALUE_BYTES // 2)
+    assert out.headers["tradevine-truncated"] == "tradevine-object-id,tradevine-event-date,tradevine-event-key"
+    assert all(len(v.encode()) <= 4 * wire.MAX_HEADER_VALUE_BYTES + 3 for v in out.headers.values())
+
+
+def test_a_value_at_the_bound_is_not_cut_and_a_lone_surrogate_is_replaced() -> None:
+    assert wire.bounded("x" * wire.MAX_HEADER_VALUE_BYTES) == ("x" * wire.MAX_HEADER_VALUE_BYTES, False)
+    assert wire.bounded("ab\ud800") == ("ab?", True)
+    assert wire.bounded("€" * 43) == ("€" * 42, True)  # 129 bytes: cut before the character, never inside it

@@ -25,6 +25,8 @@ OUTGOING = message.build(b'{"EventType": 95001, "OrganisationId": 1}', table=wir
 
 
 class FakeUnderlay:
+    max_content_size = 131_072 - 8  # RabbitMQ's default frame_max, less the frame's own bytes
+
     def __init__(self, result: Any) -> None:
         self.result = result
         self.calls: list[dict[str, Any]] = []
@@ -154,3 +156,20 @@ async def test_close_waits_for_an_in_flight_confirm() -> None:
     confirm.set_result(Basic.Ack())
     await task
     await asyncio.wait_for(closing, 1)
+
+
+def test_properties_past_the_frame_max_go_without_the_payload_headers() -> None:
+    from gateway.publisher import FrameTooLarge, fitting_properties
+
+    outgoing = message.Outgoing(routing_key="product.created", body=b"{}", message_id="m" * 64,
+                                timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+                                headers={wire.H_SOURCE: "webhook", wire.H_EVENT_DATE: "d" * 128,
+                                         wire.H_EVENT_KEY: "k" * 300})
+    whole = fitting_properties(outgoing, 131_072)
+    assert whole.headers == outgoing.headers
+    size = 12 + len(whole.marshal())
+    cut = fitting_properties(outgoing, size - 1)
+    assert cut.headers == {wire.H_SOURCE: "webhook",
+                           wire.H_TRUNCATED: f"{wire.H_EVENT_DATE},{wire.H_EVENT_KEY}"}
+    with pytest.raises(FrameTooLarge):
+        fitting_properties(outgoing, 100)

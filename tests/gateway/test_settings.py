@@ -85,3 +85,17 @@ def test_json_log_lines_carry_no_ansi_colour_codes() -> None:
     line = JsonFormatter().format(record)
     assert "\x1b" not in line and "color_message" not in line
     assert '"event":"Started server process [42]"' in line and '"port":8080' in line
+
+
+def test_the_edge_limits_have_defaults_and_bad_values_say_the_fix() -> None:
+    settings = GatewaySettings.from_environ({"TRADEVINE_CONSUMER_SECRET": SECRET})
+    assert (settings.request_timeout, settings.max_connections, settings.max_in_flight) == (3.0, 1024, 256)
+    assert settings.connection_overflow == 102
+    with pytest.raises(SettingsError) as caught:
+        GatewaySettings.from_environ({"TRADEVINE_CONSUMER_SECRET": SECRET, "GATEWAY_REQUEST_TIMEOUT_SECONDS": "0",
+                                      "GATEWAY_MAX_CONNECTIONS": "many", "GATEWAY_MAX_IN_FLIGHT": "0"})
+    assert caught.value.problems == [
+        "GATEWAY_REQUEST_TIMEOUT_SECONDS='0' is outside 0.1..60.0; try 3.0.",
+        "GATEWAY_MAX_CONNECTIONS='many' is not an integer; try 1024.",
+        "GATEWAY_MAX_IN_FLIGHT='0' is outside 1..100000; try 256.",
+    ]
