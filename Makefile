@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration fault lint typecheck check deploy-check deploy-prod bench bench-consumer clean
+.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ integration: $(STAMP)
 fault: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
 		$(VENV)/bin/python -m pytest -m fault $(PYTEST_ARGS)
+
+## fuzz: the HTTP property tests at volume (10,000 examples each; `make test` runs 100)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/gateway/test_fuzz_http.py -q -p no:cacheprovider \
+		--hypothesis-show-statistics $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway consumers tests
