@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -26,7 +27,8 @@ def committed(url: str, namespace: str, sql: str = "SELECT name FROM seen ORDER 
 
 
 def store_for(url: str, namespace: str, **options: Any) -> PostgresStore:
-    return PostgresStore(url, namespace=namespace, schema=SCHEMA, **options)
+    """One connection (one lane) unless asked: the tests below look at its connection and batch."""
+    return PostgresStore(url, namespace=namespace, schema=SCHEMA, **{"connections": 1, **options})
 
 
 @pytest.fixture
@@ -37,27 +39,26 @@ async def batched(postgres_url: str, pg_namespace: str) -> AsyncIterator[Postgre
     await store.close()
 
 
-def intercept(store: PostgresStore, statement: str) -> asyncio.Event:
-    """An event set when the store's connection starts running `statement` (then the statement runs)."""
-    connection = store._connection
-    assert connection is not None
+def intercept(monkeypatch: pytest.MonkeyPatch, statement: str) -> asyncio.Event:
+    """An event set when a connection starts running `statement` (then the statement runs)."""
     started = asyncio.Event()
-    real: Callable[..., Awaitable[Any]] = connection.execute
+    real: Callable[..., Awaitable[Any]] = asyncpg.Connection.execute
 
-    async def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+    async def execute(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
         if query == statement:
             started.set()
-        return await real(query, *args, **kwargs)
+        return await real(self, query, *args, **kwargs)
 
-    connection.execute = execute  # type: ignore[method-assign]
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
     return started
 
 
 @pytest.mark.parametrize(("written", "expected"), [
-    ("SELECT ? , '?', \"a?\" -- what?\n", "SELECT %s , '?', \"a?\" -- what?\n"),
-    ("SELECT 5 % ?, '100%'", "SELECT 5 %% %s, '100%%'"),
+    ("SELECT ? , '?', \"a?\" -- what?\n", "SELECT $1 , '?', \"a?\" -- what?\n"),
+    ("INSERT INTO t VALUES (?, ?) -- ?\nON CONFLICT DO UPDATE SET b = ?",
+     "INSERT INTO t VALUES ($1, $2) -- ?\nON CONFLICT DO UPDATE SET b = $3"),
 ])
-def test_question_marks_become_psycopg_placeholders_outside_quotes(written: str, expected: str) -> None:
+def test_question_marks_become_numbered_placeholders_outside_quotes(written: str, expected: str) -> None:
     assert adapt(written) == expected
 
 
@@ -98,7 +99,7 @@ async def test_a_failing_statement_rolls_back_only_its_event(
         await tx.execute("INSERT INTO no_such_table VALUES (1)")
 
     good = asyncio.create_task(apply(batched, event(name="good"), Writes()))
-    with pytest.raises(psycopg.errors.UndefinedTable):
+    with pytest.raises(asyncpg.exceptions.UndefinedTableError):
         await batched.apply(event(name="bad"), bad_sql)
     assert await good == "applied"  # the transaction was not left aborted: its COMMIT went through
     assert committed(postgres_url, pg_namespace) == [("good",)]
@@ -117,15 +118,15 @@ async def test_inside_one_batch_a_resend_is_a_duplicate_and_an_older_event_is_st
 
 
 async def test_a_task_cancelled_while_begin_runs_leaves_the_connection_usable(
-        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
-    started = intercept(batched, "BEGIN")
+        batched: PostgresStore, postgres_url: str, pg_namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = intercept(monkeypatch, "BEGIN")
     cancelled = asyncio.create_task(apply(batched, event(name="cancelled"), Writes()))
     await started.wait()  # BEGIN is on its way to the server
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    assert batched._connection is not None
-    assert batched._connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    connection = batched.lanes[0].connection
+    assert connection is not None and not connection.is_in_transaction()
     assert await apply(batched, event(name="next"), Writes()) == "applied"
     assert committed(postgres_url, pg_namespace) == [("next",)]
 
@@ -155,14 +156,14 @@ async def test_a_delivery_cancelled_inside_its_handler_leaves_the_rest_of_the_ba
 
 
 async def test_a_committer_cancelled_during_commit_still_answers_the_batch(
-        postgres_url: str, pg_namespace: str) -> None:
+        postgres_url: str, pg_namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store = store_for(postgres_url, pg_namespace, batch_size=2, batch_max_wait=60)
     await store.open()
     waiting = asyncio.create_task(apply(store, event(name="one"), Writes()))
     while store.pending < 1:
         await asyncio.sleep(0.001)
-    started = intercept(store, "COMMIT")
-    batch = store._batch
+    started = intercept(monkeypatch, "COMMIT")
+    batch = store.lanes[0].batch
     assert batch is not None
     filling = asyncio.create_task(apply(store, event(name="two"), Writes()))  # fills the batch: COMMIT
     await started.wait()
@@ -204,9 +205,9 @@ async def test_a_commit_that_fails_fails_every_event_of_its_batch_and_the_store_
     good = asyncio.create_task(apply(store, event(name="good"), Writes()))
     while store.pending < 1:
         await asyncio.sleep(0.001)
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
         await store.apply(event(name="orphan"), orphan)
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
         await good
     assert committed(postgres_url, pg_namespace) == []
     handler = Writes()
@@ -219,11 +220,11 @@ async def test_a_commit_that_fails_fails_every_event_of_its_batch_and_the_store_
 async def test_a_lost_connection_fails_its_batch_and_the_next_event_reconnects(
         batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
     assert await apply(batched, event(name="before"), Writes()) == "applied"
-    assert batched._connection is not None
-    pid = batched._connection.info.backend_pid
+    assert batched.lanes[0].connection is not None
+    pid = batched.lanes[0].connection.get_server_pid()
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
         await apply(batched, event(name="lost"), Writes())
     assert await apply(batched, event(name="lost"), Writes()) == "applied"  # its retry, on a new connection
     assert committed(postgres_url, pg_namespace) == [("before",), ("lost",)]
