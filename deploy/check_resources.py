@@ -12,7 +12,9 @@ Usage: python3 deploy/check_resources.py NAME=RENDERED.yaml ...   (one per overl
      strategy RollingUpdate, has a PodDisruptionBudget and no PersistentVolumeClaim;
      a consumer on SQLite (a path) runs 1 replica with strategy Recreate on its own PVC;
    - every RabbitmqCluster: a pinned RabbitMQ 4.x image, TLS from a cert-manager Certificate in the same
-     overlay with non-TLS listeners off, zone spread; every Permission names a User of the overlay;
+     overlay with non-TLS listeners off, metrics still on 15692, zone spread; every Permission names a
+     User of the overlay; with Users, no two workloads share an AMQP_URL (one broker user each); with
+     TLS, every workload that reads AMQP_URL mounts the CA from the broker's TLS Secret;
    - the namespace carries Pod Security Admission 'restricted' (enforce, audit, warn) at a pinned
      version, and every pod template in the overlay meets 'restricted' (the rules the API server
      would apply; pods made by operators are covered by the operators: see docs/operations.md);
@@ -292,6 +294,7 @@ class Checker:
             if reference not in users:
                 self.problem(name_of(permission),
                              f"userReference {reference!r} names no User of this overlay {sorted(users)}")
+        self.check_amqp_clients(users)
         for cluster in self.of_kind("RabbitmqCluster"):
             where, spec = name_of(cluster), cluster["spec"]
             image = spec.get("image", "")
@@ -323,6 +326,32 @@ class Checker:
                 sc = container.get("securityContext") or {}
                 if sc.get("allowPrivilegeEscalation") or sc.get("privileged") or sc.get("runAsNonRoot") is False:
                     self.problem(where, f"the override weakens container {container['name']!r}'s securityContext")
+
+
+    def check_amqp_clients(self, users: set[str]) -> None:
+        """With broker users, each workload has its own AMQP_URL; with TLS, each mounts the broker's CA."""
+        tls_secrets = {dig(c, "spec", "tls", "secretName") for c in self.of_kind("RabbitmqCluster")} - {None}
+        keys: dict[tuple[str, str], list[str]] = {}
+        for doc in self.docs:
+            spec = pod_spec(doc)
+            if spec is None:
+                continue
+            for container in spec.get("containers") or []:
+                ref = dig(env_of(container, "AMQP_URL"), "valueFrom", "secretKeyRef")
+                if ref is None:
+                    continue
+                keys.setdefault((ref.get("name"), ref.get("key")), []).append(name_of(doc))
+                if tls_secrets:
+                    mounted = {v["name"] for v in spec.get("volumes") or []
+                               if dig(v, "secret", "secretName") in tls_secrets}
+                    if not any(m["name"] in mounted for m in container.get("volumeMounts") or []):
+                        self.problem(f"{name_of(doc)} container {container['name']!r}",
+                                     f"reads AMQP_URL but mounts no CA from the TLS Secret {sorted(tls_secrets)}")
+        if users:
+            for (secret, key), readers in sorted(keys.items()):
+                if len(readers) > 1:
+                    self.problem(", ".join(readers), f"share AMQP_URL (Secret {secret!r} key {key!r}), so one broker "
+                                                     "user: give each workload its own key")
 
 
 def main(argv: list[str]) -> int:
