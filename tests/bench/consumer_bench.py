@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -117,15 +118,23 @@ async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefe
         return elapsed
 
 
-async def drain(runner: Runner, metrics: Metrics, count: int) -> float:
-    """Start the consumer on its full queue; seconds until every event has an outcome."""
+def cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+async def drain(runner: Runner, metrics: Metrics, count: int) -> tuple[float, float]:
+    """Start the consumer on its full queue; seconds until every event has an outcome, and this process's
+    CPU seconds meanwhile (all its threads)."""
+    cpu = cpu_seconds()
     started = time.perf_counter()
     await runner.start()
     while sum(metrics.value("inventory", o) for o in ("applied", "stale", "duplicate", "parked")) < count:
         await asyncio.sleep(0.05)  # reading the registry costs the consumer's loop time: not too often
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu
     await runner.stop()
-    return elapsed
+    return elapsed, cpu
 
 
 def outcomes_of(metrics: Metrics) -> dict[str, int]:
@@ -170,10 +179,11 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
                     await declare(channel, topology_for(inventory, chosen))
             await publish(url, exchange, outgoing)  # once, routed to every run's queue
             elapsed: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             outcomes: dict[str, dict[str, int]] = {}
             for name, chosen in runs.items():
                 metrics = Metrics()
-                elapsed[name] = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
+                elapsed[name], cpu[name] = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
                 outcomes[name] = outcomes_of(metrics)
             rows = {"sqlite": sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]}
             synchronous = "?"
@@ -191,6 +201,7 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
         rate = count / elapsed[name]
         result[f"{name}_events_per_s"] = round(rate, 1)
         result[f"{name}_ratio"] = round(rate / limit_rate, 3)
+        result[f"{name}_cpu_us_per_event"] = round(cpu[name] / count * 1e6)  # the consumer process
     result.update({
         "lost": sum(lost.values()), "events": count, "prefetch": settings.prefetch,
         "concurrency": settings.concurrency, "batch_size": settings.batch_size,
