@@ -89,6 +89,7 @@ class Consumer:
         self.description = description
         self.store: StoreKind = store
         self.routes: list[Route] = []
+        self._resolved: dict[str, Handler | None] = {}  # routing key → handler; emptied on registration
 
     def __repr__(self) -> str:
         return f"Consumer({self.name!r}, bindings={self.bindings!r})"
@@ -103,6 +104,7 @@ class Consumer:
         if len(args) == 1 and callable(args[0]):
             fn = args[0]
             self.routes.append(Route("#", fn))
+            self._resolved.clear()
             return fn
         patterns = tuple(args)
         for pattern in patterns:
@@ -112,12 +114,17 @@ class Consumer:
         def register(fn: H) -> H:
             for pattern in patterns or ("#",):
                 self.routes.append(Route(str(pattern), fn))
+            self._resolved.clear()
             return fn
 
         return register
 
     def handler_for(self, routing_key: str) -> Handler | None:
-        for route in self.routes:
-            if topic_matches(route.pattern, routing_key):
-                return route.handler
-        return None
+        try:
+            return self._resolved[routing_key]  # matching the patterns again costs more than the lookup
+        except KeyError:
+            pass
+        found = next((route.handler for route in self.routes if topic_matches(route.pattern, routing_key)), None)
+        if len(self._resolved) < 1024:  # routing keys are few; a flood of odd ones is not kept
+            self._resolved[routing_key] = found
+        return found

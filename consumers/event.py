@@ -5,13 +5,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from consumers.errors import MalformedEvent
 from gateway import wire
 from gateway.message import INVALID, parse
 
 _ENTITY_ID = {"product": ("Product", "ProductID"), "sales_order": ("SalesOrder", "SalesOrderID")}
+
+
+def date_key(moment: datetime) -> str:
+    """A UTC datetime as fixed-width text, so SQL compares it in time order."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +37,15 @@ class Event:
     attempt: int = 1
     headers: Mapping[str, object] = field(default_factory=dict)
     redelivered: bool = False
+    # Worked out once (every delivery asks the store's guards for them): see `entity` and `date_key`.
+    _entity: str | None = field(init=False, repr=False, compare=False, default=None)
+    _date_key: str | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        model, entity_id = self.model, self.entity_id
+        object.__setattr__(self, "_entity", None if entity_id is None else f"{model or 'object'}:{entity_id}")
+        if self.event_date is not None:
+            object.__setattr__(self, "_date_key", date_key(self.event_date))
 
     @property
     def model(self) -> str | None:
@@ -60,10 +76,12 @@ class Event:
     @property
     def entity(self) -> str | None:
         """`product:<id>` or `sales_order:<id>`: what the stale guard orders events by (with the org)."""
-        model, entity_id = self.model, self.entity_id
-        if entity_id is None:
-            return None
-        return f"{model or 'object'}:{entity_id}"
+        return self._entity
+
+    @property
+    def date_key(self) -> str | None:
+        """`event_date` as the stale guard stores it (`date_key`), or None when undated."""
+        return self._date_key
 
 
 def usable_date(text: object) -> datetime | None:

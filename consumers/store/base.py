@@ -10,16 +10,12 @@ from typing import Any, Literal, Protocol
 
 from consumers.errors import SettingsError
 from consumers.event import Event
+from consumers.event import date_key as date_key  # its home before the store became a package
 
 Verdict = Literal["applied", "duplicate", "stale"]
 Row = tuple[Any, ...]
 Params = Sequence[object]
 Clock = Callable[[], datetime]
-
-
-def date_key(moment: datetime) -> str:
-    """A UTC datetime as fixed-width text, so SQL compares it in time order."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utc_now() -> datetime:
@@ -28,14 +24,15 @@ def utc_now() -> datetime:
 
 def is_stale(event: Event, last_applied: str | None) -> bool:
     """Older than the last applied event for its entity. Equal is not stale; undated never is."""
-    if event.event_date is None or last_applied is None:
+    key = event.date_key
+    if key is None or last_applied is None:
         return False
-    return date_key(event.event_date) < last_applied
+    return key < last_applied
 
 
 def guarded(event: Event) -> bool:
     """Whether the event moves its entity's stale guard (it names an entity and has a date)."""
-    return event.entity is not None and event.event_date is not None
+    return event.entity is not None and event.date_key is not None
 
 
 class Transaction(Protocol):

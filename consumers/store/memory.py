@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from consumers.errors import UnsupportedOperation
 from consumers.event import Event
-from consumers.store.base import Params, Row, Verdict, Work, date_key, is_stale
+from consumers.store.base import Params, Row, Verdict, Work, is_stale
 
 
 class _MemoryTransaction:
@@ -47,6 +47,6 @@ class MemoryStore:
                 return "stale"
             await work(_MemoryTransaction())
             self.applied.add(event.message_id)
-            if event.entity is not None and event.event_date is not None:
-                self.last[key] = max(self.last.get(key, ""), date_key(event.event_date))
+            if event.entity is not None and event.date_key is not None:
+                self.last[key] = max(self.last.get(key, ""), event.date_key)
             return "applied"

@@ -342,7 +342,7 @@ class _Lane:
             # Cancelled while BEGIN ran: the server may have opened the transaction all the same.
             await _shielded(_rollback(connection))
             raise
-        batch = self.batch = _Batch()
+        batch = self.batch = _Batch(date_key(self.store.clock()))
         if self.store.batch_size > 1:
             batch.timer = asyncio.get_running_loop().call_later(self.store.batch_max_wait, self._commit_soon, batch)
         return batch
@@ -410,15 +410,14 @@ class _Lane:
     async def _apply_one(self, connection: Connection, event: Event, work: Work) -> Verdict:
         await connection.execute("SAVEPOINT event")
         try:
-            now = date_key(self.store.clock())
+            now = self.batch.applied_at if self.batch is not None else date_key(self.store.clock())
             if not guarded(event):
                 if rowcount(await connection.execute(RECORD, event.message_id, event.routing_key, now)) == 0:
                     return "duplicate"  # nothing written
             else:
-                assert event.event_date is not None and event.entity is not None
                 seen, moved, recorded = await connection.fetchrow(
                     GUARDS, event.message_id, event.routing_key, now, event.organisation_id or "", event.entity,
-                    date_key(event.event_date))
+                    event.date_key)
                 if not recorded:
                     if moved:
                         await connection.execute("ROLLBACK TO SAVEPOINT event")  # undo the guard's move

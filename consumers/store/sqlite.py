@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -90,9 +89,11 @@ class _SqliteTransaction:
 
 
 class _Batch:
-    """Events applied in one open transaction, waiting for its COMMIT."""
+    """Events applied in one open transaction, waiting for its COMMIT. `applied_at` (the clock when it
+    began, as `date_key` text) is what its events record as their time of application."""
 
-    def __init__(self) -> None:
+    def __init__(self, applied_at: str) -> None:
+        self.applied_at = applied_at
         self.count = 0
         self.durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
@@ -232,16 +233,16 @@ class SqliteStore:
                 return "stale"
         return None
 
-    def _record(self, connection: sqlite3.Connection, event: Event, now: datetime) -> None:
+    def _record(self, connection: sqlite3.Connection, event: Event, applied_at: str) -> None:
         connection.execute("INSERT INTO consumer_applied (message_id, routing_key, applied_at) VALUES (?, ?, ?)",
-                           (event.message_id, event.routing_key, date_key(now)))
-        if event.entity is not None and event.event_date is not None:
+                           (event.message_id, event.routing_key, applied_at))
+        if event.entity is not None and event.date_key is not None:
             connection.execute(
                 "INSERT INTO consumer_entity (organisation_id, entity, event_date, message_id) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (organisation_id, entity) DO UPDATE SET "
                 "event_date = excluded.event_date, message_id = excluded.message_id "
                 "WHERE excluded.event_date >= consumer_entity.event_date",
-                (event.organisation_id or "", event.entity, date_key(event.event_date), event.message_id))
+                (event.organisation_id or "", event.entity, event.date_key, event.message_id))
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
@@ -257,7 +258,7 @@ class SqliteStore:
             if self._executor is not None:
                 self._executor.submit(self._rollback, connection)
             raise
-        batch = self._batch = _Batch()
+        batch = self._batch = _Batch(date_key(self.clock()))
         if self.batch_size > 1:
             batch.timer = asyncio.get_running_loop().call_later(self.batch_max_wait, self._commit_soon, batch)
         return batch
@@ -304,7 +305,7 @@ class SqliteStore:
                 verdict = self._guards(connection, event)
                 if verdict is None:
                     await work(_SqliteTransaction(connection))
-                    self._record(connection, event, self.clock())
+                    self._record(connection, event, batch.applied_at)
                     verdict = "applied"
             except BaseException:
                 # Only this event's writes go; the batch and its other events stay.

@@ -62,3 +62,14 @@ def test_bad_declarations_name_the_value_and_a_fix(kwargs: dict[str, object], fr
 def test_a_bad_handler_pattern_is_refused() -> None:
     with pytest.raises(ValueError, match="'product deleted'"):
         Consumer("stock", bindings=("product.#",)).handler("product deleted")
+
+
+def test_a_handler_registered_after_a_lookup_is_found() -> None:
+    consumer = Consumer("late", bindings=("product.#",))
+    assert consumer.handler_for("product.deleted") is None  # remembered as no handler
+
+    async def deleted(event: Event, tx: Transaction) -> None:
+        return None
+
+    consumer.handler("product.deleted")(deleted)
+    assert consumer.handler_for("product.deleted") is deleted
