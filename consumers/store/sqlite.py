@@ -22,7 +22,6 @@ from consumers.store.base import (
     Work,
     check_migrations,
     date_key,
-    is_stale,
     pending,
     utc_now,
 )
@@ -220,29 +219,26 @@ class SqliteStore:
             rows: list[Row] = await self.call(lambda c: c.execute(sql, params).fetchall())
             return rows
 
-    def _guards(self, connection: sqlite3.Connection, event: Event) -> Verdict | None:
-        seen = connection.execute("SELECT 1 FROM consumer_applied WHERE message_id = ?",
-                                  (event.message_id,)).fetchone()
-        if seen is not None:
+    def _guards(self, connection: sqlite3.Connection, event: Event, applied_at: str) -> Verdict | None:
+        """Record the event in the open savepoint, both guards at once: the message id unless seen (else a
+        duplicate), then the entity's date unless the stored one is newer (else stale, and the caller rolls
+        the savepoint back). Two writes instead of two reads and two writes; the handler's failure rolls
+        them back with its own."""
+        inserted = connection.execute(
+            "INSERT INTO consumer_applied (message_id, routing_key, applied_at) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (event.message_id, event.routing_key, applied_at)).rowcount
+        if not inserted:
             return "duplicate"
-        if event.entity is not None and event.event_date is not None:
-            row = connection.execute(
-                "SELECT event_date FROM consumer_entity WHERE organisation_id = ? AND entity = ?",
-                (event.organisation_id or "", event.entity)).fetchone()
-            if is_stale(event, row[0] if row else None):
-                return "stale"
-        return None
-
-    def _record(self, connection: sqlite3.Connection, event: Event, applied_at: str) -> None:
-        connection.execute("INSERT INTO consumer_applied (message_id, routing_key, applied_at) VALUES (?, ?, ?)",
-                           (event.message_id, event.routing_key, applied_at))
         if event.entity is not None and event.date_key is not None:
-            connection.execute(
+            moved = connection.execute(
                 "INSERT INTO consumer_entity (organisation_id, entity, event_date, message_id) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (organisation_id, entity) DO UPDATE SET "
                 "event_date = excluded.event_date, message_id = excluded.message_id "
                 "WHERE excluded.event_date >= consumer_entity.event_date",
-                (event.organisation_id or "", event.entity, event.date_key, event.message_id))
+                (event.organisation_id or "", event.entity, event.date_key, event.message_id)).rowcount
+            if not moved:
+                return "stale"
+        return None
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
@@ -302,11 +298,12 @@ class SqliteStore:
             batch = self._batch or await self._begin(connection)
             connection.execute("SAVEPOINT event")
             try:
-                verdict = self._guards(connection, event)
+                verdict = self._guards(connection, event, batch.applied_at)
                 if verdict is None:
                     await work(_SqliteTransaction(connection))
-                    self._record(connection, event, batch.applied_at)
                     verdict = "applied"
+                elif verdict == "stale":
+                    connection.execute("ROLLBACK TO event")  # the message id recorded by the guard goes
             except BaseException:
                 # Only this event's writes go; the batch and its other events stay.
                 connection.execute("ROLLBACK TO event")
