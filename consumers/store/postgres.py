@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -86,6 +87,7 @@ RECORD = ("INSERT INTO consumer_applied (message_id, routing_key, applied_at) VA
 # Conflicts between replicas that a second try resolves.
 TRANSIENT = (errors.DeadlockDetectedError, errors.SerializationError, errors.LockNotAvailableError)
 
+log = logging.getLogger("consumers.store")
 _adapted: dict[str, str] = {}
 
 
@@ -377,11 +379,14 @@ class _Lane:
                 batch = self.batch or await self._begin(connection)
                 try:
                     verdict = await self._apply_one(connection, event, work)
-                except TRANSIENT:
+                except TRANSIENT as exc:
                     tries += 1
                     if tries >= self.store.conflict_tries:
                         raise
                     self.conflicts += 1
+                    log.info("store_conflict_retried", extra={
+                        "message_id": event.message_id, "routing_key": event.routing_key, "try": tries,
+                        "error": type(exc).__name__, "pending": batch.count})
                     # Another replica waits for a lock this batch holds: commit what we have, try again.
                     await self._commit_locked(batch)
                     continue
