@@ -7,7 +7,8 @@
     ├── BrokerError          RabbitMQ unreachable, or a republish not confirmed
     │   └── BrokerTlsError   TLS to RabbitMQ failed: wrong CA, host name or port (a setting to fix)
     ├── UnsupportedOperation the store cannot do what the handler asked (SQL on MemoryStore)
-    └── HandlerTimeout       a handler ran past its time limit (retried like any failure)
+    ├── HandlerTimeout       a handler ran past its time limit (retried like any failure)
+    └── MigrationError       a schema migration failed at start (rolled back; the consumer does not start)
 
     Permanent                raised by a handler: never retried, parked at once
     └── MalformedEvent       the message is not a JSON object (nothing to retry)
@@ -50,6 +51,10 @@ class UnsupportedOperation(ConsumerError):
 class HandlerTimeout(ConsumerError):
     """A handler ran past `RetryPolicy.handler_timeout` (CONSUMER_HANDLER_TIMEOUT_SECONDS); its transaction
     was rolled back and the try counts as failed."""
+
+
+class MigrationError(ConsumerError):
+    """A migration's SQL failed at start; its transaction was rolled back, so none of it was applied."""
 
 
 class Permanent(Exception):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Literal, Protocol
 
-from consumers.errors import SettingsError
+from consumers.errors import MigrationError, SettingsError
 from consumers.event import Event
 from consumers.event import date_key as date_key  # its home before the store became a package
 
@@ -94,6 +94,13 @@ def check_migrations(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
             raise ValueError(f"migration versions must rise strictly: {before.version} is followed by "
                              f"{after.version}; number them 1, 2, 3 in the order they apply.")
     return ordered
+
+
+def migration_failed(migration: Migration, where: str, exc: BaseException) -> MigrationError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MigrationError(f"migration {migration.version} ({migration.description or 'no description'}) failed on "
+                          f"{where}: {type(exc).__name__}: {reason}; it was rolled back: fix its SQL (or the "
+                          "database) and start again.")
 
 
 def pending(migrations: Sequence[Migration], current: int, *, where: str) -> list[Migration]:

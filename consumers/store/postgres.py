@@ -41,6 +41,7 @@ from consumers.store.base import (
     check_migrations,
     date_key,
     guarded,
+    migration_failed,
     pending,
     utc_now,
 )
@@ -266,7 +267,10 @@ class PostgresStore:
             current = int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM consumer_migrations"))
             where = f"{redact_url(self.url)} (schema {self.namespace})"
             for migration in pending(self.migrations, current, where=where):
-                await connection.execute(migration.sql)
+                try:
+                    await connection.execute(migration.sql)
+                except asyncpg.PostgresError as exc:
+                    raise migration_failed(migration, where, exc) from exc
                 await connection.execute("INSERT INTO consumer_migrations (version, description, applied_at) "
                                          "VALUES ($1, $2, $3)",
                                          migration.version, migration.description, date_key(self.clock()))

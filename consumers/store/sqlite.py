@@ -22,6 +22,7 @@ from consumers.store.base import (
     Work,
     check_migrations,
     date_key,
+    migration_failed,
     pending,
     utc_now,
 )
@@ -178,8 +179,11 @@ class SqliteStore:
         try:
             current = connection.execute("SELECT coalesce(max(version), 0) FROM consumer_migrations").fetchone()[0]
             for migration in pending(self.migrations, int(current), where=repr(self.path)):
-                for statement in statements(migration.sql):
-                    connection.execute(statement)
+                try:
+                    for statement in statements(migration.sql):
+                        connection.execute(statement)
+                except sqlite3.Error as exc:
+                    raise migration_failed(migration, repr(self.path), exc) from exc
                 connection.execute("INSERT INTO consumer_migrations (version, description, applied_at) "
                                    "VALUES (?, ?, ?)", (migration.version, migration.description,
                                                         date_key(self.clock())))

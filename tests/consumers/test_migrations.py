@@ -11,7 +11,7 @@ import pytest
 
 from consumers import Consumer, Migration, SqliteStore
 from consumers.cli import main
-from consumers.errors import SettingsError
+from consumers.errors import MigrationError, SettingsError
 from consumers.store import SqlStore
 from consumers.store.base import check_migrations
 
@@ -72,7 +72,7 @@ async def test_a_failing_migration_applies_nothing_of_itself(opener: Opener) -> 
     await first.open()
     await first.close()
     broken = Migration(2, "CREATE TABLE half (id TEXT); INSERT INTO no_such_table VALUES (1);")
-    with pytest.raises(Exception, match="no_such_table"):
+    with pytest.raises(MigrationError, match=r"migration 2 .* failed on .*no_such_table.* rolled back"):
         await opener([V1, broken]).open()
     fixed = opener([V1, Migration(2, "CREATE TABLE half (id TEXT);")])
     await fixed.open()  # `half` was not left behind by the failed try
