@@ -312,6 +312,9 @@ class _Lane:
         self.closed = True
         self.lock = asyncio.Lock()
         self.batch: _Batch | None = None
+        # A COMMIT or a rollback that outlived the task that started it (cancelled while awaiting it): asyncpg
+        # runs one statement at a time per connection, so the next one waits for it.
+        self.running: asyncio.Future[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -332,6 +335,9 @@ class _Lane:
 
     async def _ready(self) -> Connection:
         """The lane's connection; a new one if the last was lost (a server restart, a failover)."""
+        if self.running is not None:
+            await asyncio.wait([self.running])
+            self.running = None
         if self.closed:
             raise UnsupportedOperation("the store is not open; call `await store.open()` first.")
         if self.connection is None or self.connection.is_closed():
@@ -346,7 +352,7 @@ class _Lane:
             await connection.execute("BEGIN")
         except BaseException:
             # Cancelled while BEGIN ran: the server may have opened the transaction all the same.
-            await _shielded(_rollback(connection))
+            await self._shielded(_rollback(connection))
             raise
         batch = self.batch = _Batch(date_key(self.store.clock()))
         if self.store.batch_size > 1:
@@ -373,6 +379,7 @@ class _Lane:
         # its answer from the task itself.
         committed = asyncio.ensure_future(_commit_or_rollback(connection))
         committed.add_done_callback(partial(_answer, batch.durable))
+        self.running = committed
         await asyncio.wait([committed])
 
     async def apply(self, event: Event, work: Work) -> Verdict:
@@ -434,16 +441,17 @@ class _Lane:
             await work(_PostgresTransaction(connection))
         except BaseException:
             # Only this event's writes go; the batch and its other events stay.
-            await _shielded(_undo(connection))
+            await self._shielded(_undo(connection))
             raise
         return "applied"
 
 
-async def _shielded(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run a cleanup to its end even if the task awaiting it is cancelled again."""
-    task = asyncio.ensure_future(cleanup)
-    with contextlib.suppress(BaseException):
-        await asyncio.shield(task)
+    async def _shielded(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        """Run a cleanup to its end even if the task awaiting it is cancelled again (the lane's next
+        statement then waits for it)."""
+        task = self.running = asyncio.ensure_future(cleanup)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
 
 
 async def _undo(connection: Connection) -> None:
@@ -451,7 +459,7 @@ async def _undo(connection: Connection) -> None:
         return
     try:
         await connection.execute("ROLLBACK TO SAVEPOINT event")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError):
+    except Exception:  # a server error, or asyncpg's own state error on a connection the server dropped
         await _rollback(connection)
 
 
@@ -462,7 +470,7 @@ async def _rollback(connection: Connection) -> None:
         return
     try:
         await connection.execute("ROLLBACK")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError):
+    except Exception:
         connection.terminate()  # a connection we cannot bring back to a known state is not used again
 
 
