@@ -164,3 +164,15 @@ async def test_a_consumer_that_chose_the_memory_store_gets_one_from_the_runner_a
     assert len(seen) == 1
     with pytest.raises(ValueError, match=r"store='postgres' of consumer 'x' is not one of sqlite, memory"):
         Consumer("x", bindings=("product.#",), store="postgres")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:pw@db:5432/consumers", "postgres://app@db/consumers"])
+def test_a_postgresql_url_in_consumer_database_selects_postgresql(url: str) -> None:
+    from consumers.runner import Runner
+    from consumers.services.inventory import inventory
+    from consumers.store.postgres import PostgresStore
+
+    store = Runner(inventory, ConsumerSettings(database=url, batch_size=32, batch_max_wait_ms=7)).store
+    assert isinstance(store, PostgresStore)  # nothing connects before start()
+    assert (store.url, store.namespace, store.batch_size, store.batch_max_wait) == (url, "inventory", 32, 0.007)
+    assert store.migrations == inventory.migrations
