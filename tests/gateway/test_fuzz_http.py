@@ -460,8 +460,11 @@ class Served:
         return await asyncio.open_connection("127.0.0.1", self.port)
 
 
-async def answer_or_close(reader: asyncio.StreamReader, timeout: float) -> tuple[int | None, bytes, bool]:
-    """(status, body, closed): the first answer on the connection, and whether the gateway then closed it."""
+async def answer_or_close(reader: asyncio.StreamReader, timeout: float,
+                          until_closed: bool = False) -> tuple[int | None, bytes, bool]:
+    """(status, body, closed): the first answer on the connection, and whether the gateway then closed it
+    (announced with `Connection: close`; with `until_closed`, also waiting for a close after a keep-alive
+    answer)."""
     data = b""
     try:
         async with asyncio.timeout(timeout):
@@ -479,8 +482,9 @@ async def answer_or_close(reader: asyncio.StreamReader, timeout: float) -> tuple
                 assert chunk, "closed mid-answer"
                 rest += chunk
             closing = headers.get("connection") == "close"
-            if closing:
+            if closing or until_closed:
                 assert await reader.read(1) == b""
+                closing = True
             return int(lines[0].split()[1]), rest[:length], closing
     except ConnectionResetError:
         return None, data, True
@@ -526,7 +530,8 @@ def test_every_byte_stream_is_answered_or_cut_off_at_the_deadline() -> None:
                     for piece in pieces:
                         writer.write(piece)
                         await writer.drain()
-                    status, answer, closed = await answer_or_close(reader, DEADLINE + SLACK + 3)
+                    status, answer, closed = await answer_or_close(reader, DEADLINE + SLACK + 3,
+                                                                   until_closed=bool(cut))
                     return status, answer, closed, time.monotonic() - started
                 finally:
                     writer.close()
