@@ -20,7 +20,7 @@ COPY pyproject.toml README* LICENSE* ./
 COPY gateway/ gateway/
 COPY consumers/ consumers/
 
-# With the `postgres` extra (psycopg): consumers may keep their state in PostgreSQL (CONSUMER_DATABASE).
+# With the `postgres` extra (asyncpg): consumers may keep their state in PostgreSQL (CONSUMER_DATABASE).
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]" \
  && python -m venv --without-pip /opt/venv \
  && python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-index \
