@@ -1,4 +1,4 @@
-"""`tradevine-gateway serve | reconcile | send-test-event`."""
+"""`tradevine-gateway serve | reconcile | send-test-event | asyncapi`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--ascii-signature", action="store_true",
                       help="sign the ASCII-substituted body, as Tradevine's C# sample does")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+
+    spec = commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the events on the exchange")
+    spec.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
     return parser
 
 
@@ -58,6 +61,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return serve(args, environ)
     if args.command == "send-test-event":
         return send_test_event(args, environ)
+    if args.command == "asyncapi":
+        from gateway import asyncapi
+
+        doc = asyncapi.document()
+        sys.stdout.write(asyncapi.to_json(doc) if args.format == "json" else asyncapi.to_yaml(doc))
+        return 0
     from gateway import reconcile
 
     return reconcile.run(args, environ)
