@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer clean
+.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer clean \
+	asyncapi-check
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -72,5 +73,18 @@ bench-consumer: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
 		$(VENV)/bin/python tests/bench/consumer_bench.py $(BENCH_ARGS)
 
+INTEROP := tests/interop
+## asyncapi-check: docs/asyncapi.yaml is what `tradevine-gateway asyncapi` prints, and AsyncAPI's CLI validates it
+ASYNCAPI_CLI := $(INTEROP)/asyncapi-cli
+$(ASYNCAPI_CLI)/node_modules/.installed: $(ASYNCAPI_CLI)/package-lock.json
+	cd $(ASYNCAPI_CLI) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+asyncapi-check: $(STAMP) $(ASYNCAPI_CLI)/node_modules/.installed
+	$(VENV)/bin/tradevine-gateway asyncapi | cmp -s - docs/asyncapi.yaml || \
+		{ echo "docs/asyncapi.yaml is out of date; run: tradevine-gateway asyncapi > docs/asyncapi.yaml" >&2; exit 1; }
+	bash $(INTEROP)/asyncapi.sh validate --fail-severity warn docs/asyncapi.yaml
+
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		$(ASYNCAPI_CLI)/node_modules
