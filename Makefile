@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer clean \
-	asyncapi-check
+	asyncapi-check interop-deps
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(STAMP)
 	bash deploy/local/run.sh
 
 ## test: every test (unit, integration, fault) against a real RabbitMQ and a real PostgreSQL
-test: $(STAMP)
+test: $(STAMP) interop-deps
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
 		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -73,7 +73,15 @@ bench-consumer: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
 		$(VENV)/bin/python tests/bench/consumer_bench.py $(BENCH_ARGS)
 
+# The Node.js consumer of tests/interop (amqplib, yaml; pinned by its package-lock.json), installed when
+# node exists; without node its test is skipped with the reason.
 INTEROP := tests/interop
+interop-deps:
+	@if command -v npm >/dev/null; then \
+		test $(INTEROP)/node_modules/.installed -nt $(INTEROP)/package-lock.json || \
+		{ (cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error) && touch $(INTEROP)/node_modules/.installed; }; \
+	else echo "npm not found: the Node.js consumer test will be skipped"; fi
+
 ## asyncapi-check: docs/asyncapi.yaml is what `tradevine-gateway asyncapi` prints, and AsyncAPI's CLI validates it
 ASYNCAPI_CLI := $(INTEROP)/asyncapi-cli
 $(ASYNCAPI_CLI)/node_modules/.installed: $(ASYNCAPI_CLI)/package-lock.json
@@ -87,4 +95,4 @@ asyncapi-check: $(STAMP) $(ASYNCAPI_CLI)/node_modules/.installed
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis \
-		$(ASYNCAPI_CLI)/node_modules
+		$(INTEROP)/node_modules $(ASYNCAPI_CLI)/node_modules
