@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from consumers.errors import BrokerError
 from consumers.outcome import replay_headers
 from consumers.topology import Topology
-from gateway import wire
+from gateway import amqp_addresses, wire
 from gateway.settings import redact_url
 
 CONFIRM_TIMEOUT = 10.0
@@ -91,7 +91,7 @@ def describe(message: AbstractIncomingMessage) -> ParkedMessage:
 @contextlib.asynccontextmanager
 async def _channel(url: str) -> AsyncIterator[AbstractChannel]:
     try:
-        connection = await aio_pika.connect(url, client_properties={"connection_name": "tradevine-consumers-cli"})
+        connection = await amqp_addresses.connect(url, client_properties={"connection_name": "tradevine-consumers-cli"})
     except Exception as exc:
         raise BrokerError(f"cannot connect to RabbitMQ at {redact_url(url)} ({exc!r}); check AMQP_URL.") from None
     try:

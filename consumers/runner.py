@@ -28,7 +28,7 @@ from consumers.policy import Sleep
 from consumers.settings import ConsumerSettings
 from consumers.store import Clock, MemoryStore, SqliteStore, Store, is_postgres_url, utc_now
 from consumers.topology import Topology, declare
-from gateway import tracing, wire
+from gateway import amqp_addresses, tracing, wire
 from gateway.amqp_tls import connect_error_text, tls_error
 from gateway.errors import TopologyMissing
 from gateway.publisher import ensure_topology
@@ -107,7 +107,7 @@ class Runner:
                                  f"writable directory, e.g. ./{self.consumer.name}.sqlite3."]) from exc
         url = self.settings.amqp_url
         try:
-            connection = await aio_pika.connect_robust(
+            connection = await amqp_addresses.connect_robust(
                 url, reconnect_interval=RECONNECT_SECONDS,
                 client_properties={"connection_name": f"tradevine-consumer-{self.topology.name}"})
         except Exception as exc:

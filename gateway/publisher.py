@@ -29,7 +29,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
-from gateway import wire
+from gateway import amqp_addresses, wire
 from gateway.amqp_tls import connect_error_text, tls_error
 from gateway.errors import BrokerUnavailable, TopologyMissing
 from gateway.message import Outgoing
@@ -251,7 +251,7 @@ class AmqpPublisher:
                 self._connect_failed(exc)
 
     async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(
+        connection = await amqp_addresses.connect_robust(
             self.url, timeout=self.timeout, reconnect_interval=self.reconnect_interval,
             client_properties={"connection_name": self.connection_name})
         try:

@@ -10,9 +10,9 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from gateway import wire
+from gateway.amqp_addresses import AddressError, split_addresses
 from gateway.amqp_tls import tls_problems
 from gateway.errors import SettingsError
 
@@ -131,11 +131,12 @@ class EnvReader:
 
     def amqp_url(self, name: str = "AMQP_URL") -> str:
         value = self.text(name, "amqp://guest:guest@localhost:5672/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            shown = value if parts.password is None else value.replace(parts.password, "***")
+        try:
+            split_addresses(value)
+        except AddressError as exc:
             self.problems.append(
-                f"{name}={shown!r} is not an AMQP URL; try amqp://user:password@rabbitmq:5672/.")
+                f"{name}={redact_url(value)!r} is not an AMQP URL: it {exc}; try amqp://user:password@rabbitmq:5672/ "
+                "or, for several nodes of one cluster, amqp://user:password@rabbit-0:5672,rabbit-1:5672/.")
         self.problems.extend(tls_problems(value, name))
         return value
 
@@ -146,8 +147,10 @@ class EnvReader:
 
 def redact_url(url: str) -> str:
     """An AMQP URL with its password replaced, for logs."""
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{rest[len(userinfo) + 1:]}" if sep and at and colon and password else url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -49,7 +49,9 @@ def test_every_problem_is_reported_together_with_its_fix() -> None:
         "TRADEVINE_EVENT_TYPES: '95001=Bad Key' is not CODE=routing.key; try 95011=product.archived "
         "(digits, '=', lowercase words joined by dots).",
         "TRADEVINE_SIGNATURE_ASCII_COMPAT='maybe' is not a boolean; use true or false.",
-        "AMQP_URL='http://user:***@host/' is not an AMQP URL; try amqp://user:password@rabbitmq:5672/.",
+        ("AMQP_URL='http://user:***@host/' is not an AMQP URL: it does not start with amqp:// or amqps://; try "
+             "amqp://user:password@rabbitmq:5672/ or, for several nodes of one cluster, "
+             "amqp://user:password@rabbit-0:5672,rabbit-1:5672/."),
         "GATEWAY_PORT='80a' is not an integer; try 8080.",
         "GATEWAY_MAX_BODY_BYTES='big' is not an integer; try 2097152.",
         "GATEWAY_PUBLISH_TIMEOUT_SECONDS='9' is outside 0.05..4.5; try 3.0.",
