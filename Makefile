@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer clean \
+.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer soak clean \
 	asyncapi-check interop-deps
 
 $(STAMP): pyproject.toml
@@ -68,6 +68,10 @@ deploy-prod:
 ## bench: load the running stack and compare with raw confirmed publishing (prints a JSON line)
 bench: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" $(VENV)/bin/python tests/bench/gateway_bench.py $(BENCH_ARGS)
+
+## soak: SOAK_SECONDS (600) at SOAK_RATE (40/s) through gateway and both consumers, broker restart midway
+soak: $(STAMP)
+	$(VENV)/bin/python tests/bench/soak.py
 
 bench-consumer: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
