@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer soak clean \
+.PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer soak fault-cluster clean \
 	asyncapi-check interop-deps
 
 $(STAMP): pyproject.toml
@@ -72,6 +72,10 @@ bench: $(STAMP)
 ## soak: SOAK_SECONDS (600) at SOAK_RATE (40/s) through gateway and both consumers, broker restart midway
 soak: $(STAMP)
 	$(VENV)/bin/python tests/bench/soak.py
+
+## fault-cluster: a 3-node RabbitMQ cluster loses the node with the connections and queue leaders (JSON line)
+fault-cluster: $(STAMP)
+	$(VENV)/bin/python tests/fault/cluster.py
 
 bench-consumer: $(STAMP)
 	AMQP_URL="$$(bash deploy/local/broker.sh)" TEST_POSTGRES_URL="$$(bash deploy/local/postgres.sh)" \
