@@ -71,7 +71,7 @@ def main() -> int:
             deadline = time.monotonic() + 30
             leaders = ""
             while time.monotonic() < deadline:
-                leaders = nodes[0].ctl("list_queues", "name", "leader", "--quiet")
+                leaders = nodes[0].ctl("list_queues", "name", "leader", "members", "--quiet")
                 if all(f"{name}-{unique}\t" in leaders for name in consumers):
                     break
                 time.sleep(0.5)
