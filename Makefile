@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: run test unit integration fault fuzz lint typecheck check deploy-check deploy-prod bench bench-consumer soak fault-cluster clean \
-	asyncapi-check interop-deps
+	asyncapi-check interop-deps image container-test
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -100,6 +100,14 @@ asyncapi-check: $(STAMP) $(ASYNCAPI_CLI)/node_modules/.installed
 	$(VENV)/bin/tradevine-gateway asyncapi | cmp -s - docs/asyncapi.yaml || \
 		{ echo "docs/asyncapi.yaml is out of date; run: tradevine-gateway asyncapi > docs/asyncapi.yaml" >&2; exit 1; }
 	bash $(INTEROP)/asyncapi.sh validate --fail-severity warn docs/asyncapi.yaml
+
+## image: the container image (wheels resolved here; offline, a local Python base from Debian packages)
+image: $(STAMP)
+	bash deploy/image/build.sh
+
+## container-test: build the image, then run it as the manifests do beside a RabbitMQ container
+container-test: image
+	IMAGE=tradevine-gateway:local TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/python -m pytest -m container $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis \
