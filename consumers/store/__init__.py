@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from consumers.store.base import (
+    FRAMEWORK_SCHEMA,
     Clock,
     Migration,
     Params,
@@ -26,7 +27,7 @@ from consumers.store.base import (
     utc_now,
 )
 from consumers.store.memory import MemoryStore
-from consumers.store.sqlite import FRAMEWORK_SCHEMA, SqliteStore
+from consumers.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from consumers.store.postgres import PostgresStore

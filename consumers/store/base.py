@@ -17,6 +17,28 @@ Row = tuple[Any, ...]
 Params = Sequence[object]
 Clock = Callable[[], datetime]
 
+# The framework's own tables, the same on SQLite and PostgreSQL: applied message ids, the newest event
+# date per entity (the stale guard), applied migrations.
+FRAMEWORK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS consumer_applied (
+    message_id   TEXT PRIMARY KEY,
+    routing_key  TEXT NOT NULL,
+    applied_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumer_entity (
+    organisation_id TEXT NOT NULL,
+    entity          TEXT NOT NULL,
+    event_date      TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    PRIMARY KEY (organisation_id, entity)
+);
+CREATE TABLE IF NOT EXISTS consumer_migrations (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
+);
+"""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

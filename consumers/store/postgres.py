@@ -32,6 +32,7 @@ from asyncpg import exceptions as errors
 from consumers.errors import SettingsError, UnsupportedOperation
 from consumers.event import Event
 from consumers.store.base import (
+    FRAMEWORK_SCHEMA,
     Clock,
     Migration,
     Params,
@@ -47,26 +48,6 @@ from consumers.store.base import (
 )
 from consumers.store.sqlite import _answer, _Batch
 from gateway.settings import redact_url
-
-FRAMEWORK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS consumer_applied (
-    message_id   TEXT PRIMARY KEY,
-    routing_key  TEXT NOT NULL,
-    applied_at   TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consumer_entity (
-    organisation_id TEXT NOT NULL,
-    entity          TEXT NOT NULL,
-    event_date      TEXT NOT NULL,
-    message_id      TEXT NOT NULL,
-    PRIMARY KEY (organisation_id, entity)
-);
-CREATE TABLE IF NOT EXISTS consumer_migrations (
-    version     INTEGER PRIMARY KEY,
-    description TEXT NOT NULL,
-    applied_at  TEXT NOT NULL
-);
-"""
 
 # Both guards in one statement (one round trip), for an event that names an entity and has a date:
 # `seen` (committed before this statement), `moved` (the entity's row, locked until COMMIT, moved to this

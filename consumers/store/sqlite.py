@@ -14,6 +14,7 @@ from typing import TypeVar
 from consumers.errors import UnsupportedOperation
 from consumers.event import Event
 from consumers.store.base import (
+    FRAMEWORK_SCHEMA,
     Clock,
     Migration,
     Params,
@@ -29,25 +30,6 @@ from consumers.store.base import (
 
 T = TypeVar("T")
 
-FRAMEWORK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS consumer_applied (
-    message_id   TEXT PRIMARY KEY,
-    routing_key  TEXT NOT NULL,
-    applied_at   TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consumer_entity (
-    organisation_id TEXT NOT NULL,
-    entity          TEXT NOT NULL,
-    event_date      TEXT NOT NULL,
-    message_id      TEXT NOT NULL,
-    PRIMARY KEY (organisation_id, entity)
-);
-CREATE TABLE IF NOT EXISTS consumer_migrations (
-    version     INTEGER PRIMARY KEY,
-    description TEXT NOT NULL,
-    applied_at  TEXT NOT NULL
-);
-"""
 
 
 def statements(script: str) -> list[str]:
