@@ -10,14 +10,12 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import AbstractChannel as AmqpChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
+from consumers.acks import AckWindow
 from consumers.consumer import Consumer
 from consumers.delivery import Delivery, Metrics
 from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, SettingsError, TopologyError
@@ -25,6 +23,7 @@ from consumers.event import decode
 from consumers.http import HealthServer
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
 from consumers.policy import Sleep
+from consumers.received import Received
 from consumers.settings import ConsumerSettings
 from consumers.store import Clock, MemoryStore, SqliteStore, Store, is_postgres_url, utc_now
 from consumers.topology import Topology, declare
@@ -89,12 +88,14 @@ class Runner:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._topology_channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
+        self._underlay: AmqpChannel | None = None  # the AMQP channel the subscription lives on
+        self._tag: str | None = None  # the subscription's consumer tag, None while there is none
+        self._subscribing: asyncio.Task[None] | None = None
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._stopping = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._acks: AckWindow | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -123,24 +124,75 @@ class Runner:
             except TopologyMissing as exc:
                 raise TopologyError(str(exc)) from None
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            queue = await declare(channel, self.topology)
+            await declare(channel, self.topology)
             await channel.set_qos(prefetch_count=self.settings.prefetch)
-            self._tag = await queue.consume(self._on_message)
+            self._channel = channel
+            await self._subscribe()
         except BaseException:
+            self._channel = None
             await connection.close()
             await self.store.close()
             raise
-        self._connection, self._channel, self._queue = connection, channel, queue
+        self._connection = connection
+        # The robust channel reopens after a reconnect and declares the queue again; the subscription,
+        # made under aio-pika, is this runner's to renew.
+        channel.reopen_callbacks.add(self._on_reopen)
         log.info("consumer_started", extra={
             "consumer": self.consumer.name, "queue": self.topology.queue, "exchange": self.topology.exchange,
             "bindings": list(self.topology.bindings), "tiers": list(self.topology.tiers),
             "delivery_limit": self.topology.delivery_limit, "prefetch": self.settings.prefetch,
             "concurrency": self.settings.concurrency, "amqp_url": redact_url(url)})
 
+    async def _subscribe(self) -> None:
+        """Consume the queue on the channel's AMQP layer (see consumers.received)."""
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        if underlay is not self._underlay:
+            underlay.on_consumer_cancel_callbacks.add(self._on_cancelled)
+        self._underlay = underlay
+        subscribed = await underlay.basic_consume(self.topology.queue, self._on_delivery)
+        self._tag = subscribed.consumer_tag
+
+    def _on_reopen(self, _channel: object) -> None:
+        self._tag = None
+        self._resubscribe()
+
+    def _on_cancelled(self, frame: Basic.Cancel) -> None:
+        """The broker ended the subscription (the queue was deleted, or its leader moved away)."""
+        if frame.consumer_tag != self._tag:
+            return
+        log.warning("consumer_cancelled_by_broker", extra={"consumer": self.consumer.name,
+                                                           "queue": self.topology.queue})
+        self._tag = None
+        self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        if self._stopping or (self._subscribing is not None and not self._subscribing.done()):
+            return
+        self._subscribing = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        """Declare the queue (a deleted one comes back) and subscribe again, until that works or the runner
+        stops; not ready meanwhile."""
+        while not self._stopping and self._tag is None:
+            try:
+                assert self._channel is not None
+                await declare(self._channel, self.topology)
+                await self._subscribe()
+            except Exception as exc:
+                log.warning("consumer_subscribe_failed", extra={
+                    "consumer": self.consumer.name, "queue": self.topology.queue, "error": error_text(exc),
+                    "retry_in_s": RECONNECT_SECONDS})
+                await asyncio.sleep(RECONNECT_SECONDS)
+            else:
+                log.info("consumer_subscribed", extra={"consumer": self.consumer.name,
+                                                       "queue": self.topology.queue})
+
     def ready(self) -> bool:
         connection, channel = self._connection, self._channel
         return (not self._stopping and connection is not None and not connection.is_closed
-                and connection.connected.is_set() and channel is not None and not channel.is_closed)
+                and connection.connected.is_set() and channel is not None and not channel.is_closed
+                and self._tag is not None)
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight handlers finish and ack, then close."""
@@ -148,9 +200,11 @@ class Runner:
             return
         self._stopping = True
         log.info("consumer_draining", extra={"consumer": self.consumer.name, "in_flight": self._inflight})
-        if self._queue is not None and self._tag is not None:
+        if self._subscribing is not None:
+            self._subscribing.cancel()
+        if self._underlay is not None and self._tag is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
+                await asyncio.wait_for(self._underlay.basic_cancel(self._tag), 5)
         try:
             await asyncio.wait_for(self._idle.wait(), self.settings.drain_seconds)
         except TimeoutError:
@@ -167,19 +221,20 @@ class Runner:
         await self.store.close()
         log.info("consumer_stopped", extra={"consumer": self.consumer.name})
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivery(self, delivered: DeliveredMessage) -> None:
+        message = Received(delivered)
         self._inflight += 1
         self._idle.clear()
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        acks = self._window(message)
         try:
             async with self._semaphore:
                 if self._stopping:  # delivered before the cancel reached the broker: hand it back
-                    with contextlib.suppress(Exception):
-                        await message.nack(requeue=True)
+                    await self._hand_back(message, acks)
                     return
-                await (self._process(message) if self.tracer is None else self._process_traced(message))
+                await (self._process(message, acks) if self.tracer is None else self._process_traced(message, acks))
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -187,7 +242,24 @@ class Runner:
             if not self._inflight:
                 self._idle.set()
 
-    async def _process_traced(self, message: AbstractIncomingMessage) -> None:
+    def _window(self, message: Received) -> AckWindow:
+        """The ack window of the delivery's channel (a new one after the robust channel reopened), with
+        the delivery tracked in it."""
+        acks = self._acks
+        if acks is None or acks.channel is not message.channel:
+            acks = self._acks = AckWindow(message.channel)
+        acks.track(message.delivery_tag)
+        return acks
+
+    async def _hand_back(self, message: Received, acks: AckWindow) -> None:
+        """Nack with requeue (the broker redelivers it, here or to another replica)."""
+        try:
+            await message.nack(requeue=True)
+        except Exception:  # the channel went away: the broker redelivers it anyway
+            return
+        acks.released(message.delivery_tag)
+
+    async def _process_traced(self, message: Received, acks: AckWindow) -> None:
         """One delivery attempt as a CONSUMER span, a child of the context the message carries.
 
         Every attempt (first delivery, each delay tier, the one that parks) is its own span in the
@@ -200,17 +272,17 @@ class Runner:
         assert self.tracer is not None
         queue = self.topology.queue
         with self.tracer.start_as_current_span(
-                f"process {queue}", context=otel.extract(message.headers or {}), kind=SpanKind.CONSUMER,
+                f"process {queue}", context=otel.extract(message.headers), kind=SpanKind.CONSUMER,
                 attributes={otel.MESSAGING_SYSTEM: "rabbitmq", otel.DESTINATION: queue, otel.OPERATION: "process",
                             otel.CONSUMER: self.consumer.name}) as span:
-            await self._process(message, span)
+            await self._process(message, acks, span)
 
-    async def _process(self, message: AbstractIncomingMessage, span: Span | None = None) -> None:
-        headers: dict[str, Any] = dict(message.headers or {})
+    async def _process(self, message: Received, acks: AckWindow, span: Span | None = None) -> None:
+        headers = message.headers
         try:
-            event = decode(message.body, routing_key=message.routing_key or "",
-                           exchange=message.exchange or "", message_id=message.message_id,
-                           type_=message.type, headers=headers, redelivered=bool(message.redelivered))
+            event = decode(message.body, routing_key=message.routing_key, exchange=message.exchange,
+                           message_id=message.message_id, type_=message.type, headers=headers,
+                           redelivered=message.redelivered)
         except MalformedEvent as exc:
             outcome: Outcome = Park(self.topology.parked, error_text(exc), 1, permanent=True)
             routing_key, message_id, attempt = message.type or message.routing_key or "", message.message_id or "", 1
@@ -230,11 +302,10 @@ class Runner:
                 log.error("republish_failed", extra={**ids, "queue": outcome.queue, "error": error_text(exc)})
                 if span is not None:
                     span.set_attribute("tradevine.republish_failed", error_text(exc))
-                with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                await self._hand_back(message, acks)
                 return
-        try:
-            await message.ack()
+        try:  # with the others settled in this pass of the loop: one frame for a batch
+            await acks.ack(message.delivery_tag)
         except Exception as exc:  # the channel went away: the broker redelivers, the guards skip it
             log.warning("ack_failed", extra={**ids, "error": error_text(exc)})
             if span is not None:
@@ -252,7 +323,7 @@ class Runner:
             log.info("event_retried", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
                                              "error": outcome.error})
 
-    async def _republish(self, message: AbstractIncomingMessage, outcome: Outcome,
+    async def _republish(self, message: Received, outcome: Outcome,
                          headers: dict[str, Any], routing_key: str) -> None:
         assert not isinstance(outcome, Done) and self._channel is not None
         copy = aio_pika.Message(
@@ -271,7 +342,7 @@ class Runner:
             self._channel.default_exchange.publish(copy, routing_key=outcome.queue, mandatory=True),
             CONFIRM_TIMEOUT)
 
-    async def _republish_traced(self, message: AbstractIncomingMessage, outcome: Outcome,
+    async def _republish_traced(self, message: Received, outcome: Outcome,
                                 headers: dict[str, Any], routing_key: str) -> None:
         """The copy to a delay tier or to parking as a PRODUCER span.
 
