@@ -1,18 +1,23 @@
 """Consumer throughput: events/s applied by the inventory service into SQLite and PostgreSQL, against the limit.
 
 Publishes N realistic product events (created, updated, stock, ATS, deleted; distinct message ids and
-products, in date order per product) to an exchange and queue of its own, then, in one run:
+products, in date order per product) to an exchange and queues of its own; then, in each of R rounds (fresh
+events each round):
 
 1. the limit: raw aio-pika draining the same messages from the same kind of queue (quorum), one ack
-   per message, at the same prefetch, doing nothing else;
+   per message, at the same prefetch, doing nothing else; and the same one layer down (aiormq, on which
+   aio-pika is built and where the runner subscribes), reported for comparison;
 2. one inventory consumer in this process (SQLite in a temporary directory, `synchronous=FULL`, group
-   commit: acks only after the batch's COMMIT) draining them again;
+   commit: acks only after the batch's COMMIT) draining them;
 3. the same on PostgreSQL (a database of its own on the server at --postgres-url / TEST_POSTGRES_URL,
    created and dropped; the server's default `synchronous_commit=on`), from a queue of its own.
 
-The last line printed is one JSON object: limit_events_per_s, sqlite_events_per_s, postgres_events_per_s,
-sqlite_ratio, postgres_ratio, lost (events not accounted for as applied, stale or duplicate, or products
-missing from a store; both runs added up).
+Each ratio is a consumer's rate over the aio-pika limit of the same round; the figures printed are the
+medians over the rounds, so one slow round on a shared machine does not decide them.
+
+The last line printed is one JSON object: limit_events_per_s, limit_aiormq_events_per_s, sqlite_events_per_s,
+postgres_events_per_s, sqlite_ratio, postgres_ratio, ratios_per_round, lost (events not accounted for as
+applied, stale or duplicate, or products missing from a store; every round and store added up).
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres \
         python tests/bench/consumer_bench.py --events 5000
@@ -27,6 +32,7 @@ import json
 import os
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+from aiormq.abc import DeliveredMessage
 
 from consumers.delivery import Metrics
 from consumers.runner import Runner, topology_for
@@ -49,12 +56,12 @@ KEYS = ("product.created", "product.updated", "product.inventory.warehouse_stock
         "product.inventory.ats_updated", "product.updated", "product.inventory.ats_updated", "product.deleted")
 
 
-def events(count: int) -> list[message.Outgoing]:
+def events(count: int, first_product: int = 3451582911247500000) -> list[message.Outgoing]:
     """`count` messages: each product gets the KEYS sequence, one second apart."""
     start = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
     received = datetime.now(UTC)
     built: list[message.Outgoing] = []
-    product = 3451582911247500000
+    product = first_product
     while len(built) < count:
         product += 1
         for step, key in enumerate(KEYS):
@@ -66,14 +73,15 @@ def events(count: int) -> list[message.Outgoing]:
     return built
 
 
-async def publish(url: str, exchange: str, outgoing: list[message.Outgoing]) -> float:
+async def publish(url: str, exchange: str, outgoing: list[message.Outgoing], *, queue: str | None = None) -> float:
+    """Through the exchange (to every bound queue), or straight into `queue`."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=False)
+        target = channel.default_exchange if queue else await channel.get_exchange(exchange, ensure=False)
         started = time.perf_counter()
         for offset in range(0, len(outgoing), 500):
-            await asyncio.gather(*(target.publish(amqp_message(m), m.routing_key, mandatory=True)
+            await asyncio.gather(*(target.publish(amqp_message(m), queue or m.routing_key, mandatory=True)
                                    for m in outgoing[offset:offset + 500]))
         return time.perf_counter() - started
 
@@ -89,18 +97,21 @@ async def cleanup(url: str, settings: ConsumerSettings) -> None:
             await channel.exchange_delete(name)
 
 
-async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefetch: int) -> float:
-    """Raw aio-pika: consume and ack every message of a quorum queue bound like the consumer's."""
+async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefetch: int, *,
+                layer: str = "aio-pika") -> float:
+    """Consume and ack every message of a quorum queue, one ack per message, doing nothing else: through
+    aio-pika's `Queue.consume` (the limit the ratios use), or on the AMQP layer beneath it (aiormq's
+    `basic_consume`, where the runner subscribes), for comparison."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.declare_queue(f"{exchange}.limit", durable=True,
                                             arguments={"x-queue-type": "quorum"})
-        await queue.bind(exchange, "product.#")
-        await publish(url, exchange, outgoing)
+        await publish(url, exchange, outgoing, queue=queue.name)
         done = asyncio.Event()
         acked = 0
+        underlay = await channel.get_underlay_channel()
 
         async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal acked
@@ -109,11 +120,21 @@ async def limit(url: str, exchange: str, outgoing: list[message.Outgoing], prefe
             if acked == len(outgoing):
                 done.set()
 
+        async def on_delivery(delivered: DeliveredMessage) -> None:
+            nonlocal acked
+            await underlay.basic_ack(delivered.delivery_tag or 0)
+            acked += 1
+            if acked == len(outgoing):
+                done.set()
+
         started = time.perf_counter()
-        tag = await queue.consume(on_message)
+        if layer == "aio-pika":
+            tag = await queue.consume(on_message)
+        else:
+            tag = (await underlay.basic_consume(queue.name, on_delivery)).consumer_tag or ""
         await done.wait()
         elapsed = time.perf_counter() - started
-        await queue.cancel(tag)
+        await underlay.basic_cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
         return elapsed
 
@@ -151,10 +172,19 @@ def postgres_products(url: str) -> tuple[int, str]:
     return (int(found[0]) if found else 0), str(synchronous[0] if synchronous else "?")
 
 
-async def main(count: int, url: str, postgres_server: str | None, settings_overrides: dict[str, int]
-               ) -> dict[str, object]:
+async def main(count: int, url: str, postgres_server: str | None, settings_overrides: dict[str, int],
+               rounds: int = 3) -> dict[str, object]:
+    """`rounds` rounds of: the limit, then each consumer, on `count` fresh events each; the figures are the
+    medians over the rounds (each ratio against its own round's limit, so a noisy neighbour that slows one
+    round moves both sides of it)."""
     suffix = uuid.uuid4().hex[:8]
     exchange = f"bench.consumers.{suffix}"
+    limits: dict[str, list[float]] = {"aio-pika": [], "aiormq": []}
+    rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    lost: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         database = Path(directory) / "inventory.sqlite3"
         common: dict[str, Any] = {"amqp_url": url, "exchange": exchange, "http_port": 0, **settings_overrides}
@@ -165,26 +195,29 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
 
             pg_url = stack.enter_context(postgres.database(postgres_server, "tvg_bench"))
             runs["postgres"] = ConsumerSettings(queue=f"inventory-bench-pg-{suffix}", database=pg_url, **common)
+        settings = runs["sqlite"]
         try:
             connection = await aio_pika.connect(url)
             async with connection:
                 await ensure_topology(connection, exchange)
-            outgoing = events(count)
-            settings = runs["sqlite"]
-            limit_seconds = await limit(url, exchange, outgoing, settings.prefetch)
-            connection = await aio_pika.connect(url)
-            async with connection:
                 channel = await connection.channel()
                 for chosen in runs.values():
                     await declare(channel, topology_for(inventory, chosen))
-            await publish(url, exchange, outgoing)  # once, routed to every run's queue
-            elapsed: dict[str, float] = {}
-            cpu: dict[str, float] = {}
-            outcomes: dict[str, dict[str, int]] = {}
-            for name, chosen in runs.items():
-                metrics = Metrics()
-                elapsed[name], cpu[name] = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
-                outcomes[name] = outcomes_of(metrics)
+            for number in range(rounds):
+                outgoing = events(count, first_product=3451582911247500000 + number * count)
+                for layer in limits:
+                    limits[layer].append(count / await limit(url, exchange, outgoing, settings.prefetch, layer=layer))
+                await publish(url, exchange, outgoing)  # routed to every run's queue
+                for name, chosen in runs.items():
+                    metrics = Metrics()
+                    elapsed, used = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
+                    rates.setdefault(name, []).append(count / elapsed)
+                    ratios.setdefault(name, []).append(count / elapsed / limits["aio-pika"][-1])
+                    cpu.setdefault(name, []).append(used / count * 1e6)
+                    for outcome, value in outcomes_of(metrics).items():
+                        outcomes.setdefault(name, {}).setdefault(outcome, 0)
+                        outcomes[name][outcome] += value
+            products = rounds * len({m.headers["tradevine-object-id"] for m in events(count)})
             rows = {"sqlite": sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]}
             synchronous = "?"
             if "postgres" in runs:
@@ -192,19 +225,18 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
         finally:
             for chosen in runs.values():
                 await cleanup(url, chosen)
-    products = len({m.headers["tradevine-object-id"] for m in outgoing})
-    lost = {name: count - o["applied"] - o["stale"] - o["duplicate"] + (products - rows[name])
-            for name, o in outcomes.items()}
-    limit_rate = count / limit_seconds
-    result: dict[str, object] = {"limit_events_per_s": round(limit_rate, 1)}
+    for name, o in outcomes.items():
+        lost[name] = rounds * count - o["applied"] - o["stale"] - o["duplicate"] + (products - rows[name])
+    result: dict[str, object] = {"limit_events_per_s": round(statistics.median(limits["aio-pika"]), 1),
+                                 "limit_aiormq_events_per_s": round(statistics.median(limits["aiormq"]), 1)}
     for name in runs:
-        rate = count / elapsed[name]
-        result[f"{name}_events_per_s"] = round(rate, 1)
-        result[f"{name}_ratio"] = round(rate / limit_rate, 3)
-        result[f"{name}_cpu_us_per_event"] = round(cpu[name] / count * 1e6)  # the consumer process
+        result[f"{name}_events_per_s"] = round(statistics.median(rates[name]), 1)
+        result[f"{name}_ratio"] = round(statistics.median(ratios[name]), 3)
+        result[f"{name}_cpu_us_per_event"] = round(statistics.median(cpu[name]))  # the consumer process
     result.update({
-        "lost": sum(lost.values()), "events": count, "prefetch": settings.prefetch,
-        "concurrency": settings.concurrency, "batch_size": settings.batch_size,
+        "lost": sum(lost.values()), "events": count, "rounds": rounds,
+        "ratios_per_round": {name: [round(r, 3) for r in values] for name, values in ratios.items()},
+        "prefetch": settings.prefetch, "concurrency": settings.concurrency, "batch_size": settings.batch_size,
         "batch_max_wait_ms": settings.batch_max_wait_ms, "sqlite_synchronous": "FULL",
         "postgres_synchronous_commit": synchronous if "postgres" in runs else None,
         "outcomes": outcomes})
@@ -213,7 +245,8 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--events", type=int, default=5000, help="events per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (limit, then each store); medians reported")
     parser.add_argument("--prefetch", type=int, help="CONSUMER_PREFETCH (default: the setting's default)")
     parser.add_argument("--concurrency", type=int, help="CONSUMER_CONCURRENCY")
     parser.add_argument("--batch-size", type=int, help="CONSUMER_BATCH_SIZE")
@@ -232,7 +265,7 @@ if __name__ == "__main__":
     chosen = {k: v for k, v in {"prefetch": args.prefetch, "concurrency": args.concurrency,
                                 "batch_size": args.batch_size, "batch_max_wait_ms": args.batch_max_wait_ms}.items()
               if v is not None}
-    result = asyncio.run(main(args.events, args.amqp_url, args.postgres_url, chosen))
+    result = asyncio.run(main(args.events, args.amqp_url, args.postgres_url, chosen, args.rounds))
     print(f"limit (aio-pika consume + ack): {result['limit_events_per_s']} events/s; inventory into SQLite: "
           f"{result['sqlite_events_per_s']} events/s (ratio {result['sqlite_ratio']}); into PostgreSQL: "
           f"{result.get('postgres_events_per_s', 'not run')} events/s (ratio {result.get('postgres_ratio')}); "
