@@ -1,14 +1,16 @@
-"""What every store shares: the handler's Transaction, the Store protocol, the guard rules and migrations."""
+"""What every store shares: the handler's Transaction, the Store protocol, the guard rules, migrations and
+the batch of a group commit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Literal, Protocol
 
-from consumers.errors import MigrationError, SettingsError
+from consumers.errors import MigrationError, SettingsError, UnsupportedOperation
 from consumers.event import Event
 from consumers.event import date_key as date_key  # its home before the store became a package
 
@@ -133,3 +135,27 @@ def pending(migrations: Sequence[Migration], current: int, *, where: str) -> lis
                              f"knows (up to {known}); run the release that migrated it (or a newer one), "
                              "or point CONSUMER_DATABASE at another database."])
     return [m for m in migrations if m.version > current]
+
+
+class Batch:
+    """Events applied in one open transaction, waiting for its COMMIT. `applied_at` (the clock when it
+    began, as `date_key` text) is what its events record as their time of application."""
+
+    def __init__(self, applied_at: str) -> None:
+        self.applied_at = applied_at
+        self.count = 0
+        self.durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.timer: asyncio.TimerHandle | None = None
+        self.committing: asyncio.Task[None] | None = None
+
+
+def answer(durable: asyncio.Future[None], committed: asyncio.Future[None]) -> None:
+    """Give a batch's waiters the COMMIT's answer (a done-callback of the COMMIT's future)."""
+    if durable.done():
+        return
+    if committed.cancelled():
+        durable.set_exception(UnsupportedOperation("the store closed before the batch's COMMIT returned."))
+    elif (error := committed.exception()) is not None:
+        durable.set_exception(error)
+    else:
+        durable.set_result(None)

@@ -37,12 +37,14 @@ from consumers.errors import SettingsError, UnsupportedOperation
 from consumers.event import Event
 from consumers.store.base import (
     FRAMEWORK_SCHEMA,
+    Batch,
     Clock,
     Migration,
     Params,
     Row,
     Verdict,
     Work,
+    answer,
     check_migrations,
     date_key,
     guarded,
@@ -50,7 +52,6 @@ from consumers.store.base import (
     pending,
     utc_now,
 )
-from consumers.store.sqlite import _answer, _Batch
 from gateway.settings import redact_url
 
 # Both guards in one statement (one round trip), for an event that names an entity and has a date:
@@ -298,7 +299,7 @@ class _Entry:
         self.event, self.work, self.verdict = event, work, verdict
 
 
-class _PgBatch(_Batch):
+class _PgBatch(Batch):
     def __init__(self, applied_at: str) -> None:
         super().__init__(applied_at)
         self.entries: list[_Entry] = []
@@ -384,7 +385,7 @@ class _Lane:
         # COMMIT runs as a task of its own: a cancelled committer cannot cut it short, and the waiters get
         # its answer from the task itself.
         committed = asyncio.ensure_future(_commit_or_rollback(connection))
-        committed.add_done_callback(partial(_answer, batch.durable))
+        committed.add_done_callback(partial(answer, batch.durable))
         self.running = committed
         await asyncio.wait([committed])
 

@@ -15,12 +15,14 @@ from consumers.errors import UnsupportedOperation
 from consumers.event import Event
 from consumers.store.base import (
     FRAMEWORK_SCHEMA,
+    Batch,
     Clock,
     Migration,
     Params,
     Row,
     Verdict,
     Work,
+    answer,
     check_migrations,
     date_key,
     migration_failed,
@@ -70,29 +72,6 @@ class _SqliteTransaction:
         return rows
 
 
-class _Batch:
-    """Events applied in one open transaction, waiting for its COMMIT. `applied_at` (the clock when it
-    began, as `date_key` text) is what its events record as their time of application."""
-
-    def __init__(self, applied_at: str) -> None:
-        self.applied_at = applied_at
-        self.count = 0
-        self.durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.timer: asyncio.TimerHandle | None = None
-        self.committing: asyncio.Task[None] | None = None
-
-
-def _answer(durable: asyncio.Future[None], committed: asyncio.Future[None]) -> None:
-    if durable.done():
-        return
-    if committed.cancelled():
-        durable.set_exception(UnsupportedOperation("the store closed before the batch's COMMIT returned."))
-    elif (error := committed.exception()) is not None:
-        durable.set_exception(error)
-    else:
-        durable.set_result(None)
-
-
 class SqliteStore:
     """SQLite with group commit. At open, `schema` (CREATE TABLE IF NOT EXISTS ...) runs, then the
     `migrations` the database has not had yet, each in a transaction with the record of its version.
@@ -116,7 +95,7 @@ class SqliteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
 
     @property
     def pending(self) -> int:
@@ -230,7 +209,7 @@ class SqliteStore:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
 
-    async def _begin(self, connection: sqlite3.Connection) -> _Batch:
+    async def _begin(self, connection: sqlite3.Connection) -> Batch:
         """Open the next batch's transaction (under the lock). BEGIN IMMEDIATE may wait for another
         process's write lock, so it runs on the store's thread; cancelled there, the transaction it
         opens is rolled back by a rollback queued right behind it."""
@@ -240,12 +219,12 @@ class SqliteStore:
             if self._executor is not None:
                 self._executor.submit(self._rollback, connection)
             raise
-        batch = self._batch = _Batch(date_key(self.clock()))
+        batch = self._batch = Batch(date_key(self.clock()))
         if self.batch_size > 1:
             batch.timer = asyncio.get_running_loop().call_later(self.batch_max_wait, self._commit_soon, batch)
         return batch
 
-    def _commit_soon(self, batch: _Batch) -> None:
+    def _commit_soon(self, batch: Batch) -> None:
         if batch.committing is None:
             batch.committing = asyncio.get_running_loop().create_task(self._commit(batch))
 
@@ -257,11 +236,11 @@ class SqliteStore:
             self._rollback(connection)
             raise
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: Batch) -> None:
         async with self._lock:
             await self._commit_locked(batch)
 
-    async def _commit_locked(self, batch: _Batch) -> None:
+    async def _commit_locked(self, batch: Batch) -> None:
         if self._batch is not batch:
             return  # already committed
         self._batch = None
@@ -273,7 +252,7 @@ class SqliteStore:
             self._executor, self._commit_or_rollback, connection)
         # The waiters get COMMIT's answer from the future itself, so a cancelled committer cannot
         # leave them hanging; the next BEGIN queues behind COMMIT on the same thread.
-        committed.add_done_callback(partial(_answer, batch.durable))
+        committed.add_done_callback(partial(answer, batch.durable))
         await asyncio.wait([committed])
 
     async def apply(self, event: Event, work: Work) -> Verdict:
