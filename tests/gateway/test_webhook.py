@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.message import Outgoing
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import InMemoryPublisher
 from gateway.settings import GatewaySettings
@@ -192,3 +194,36 @@ async def test_logs_never_carry_the_access_token_or_secret(app: tuple[Client, In
     assert "webhook_rejected" in logged and "publish_failed" in logged
     assert "99366f6d-ee8e-463b-a4e6-64b66a855bf4" not in logged and TEST_SECRET not in logged
     assert sign(product_body) not in logged
+
+
+class HeldPublisher(InMemoryPublisher):
+    """Each publish waits until `release` is set (a broker slow to confirm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, message: Outgoing) -> None:
+        self.waiting.set()
+        await self.release.wait()
+        await super().publish(message)
+
+
+async def test_a_request_cancelled_while_awaiting_the_confirm_frees_its_in_flight_slot(product_body: bytes) -> None:
+    """A pod stopping, or a client gone, cancels the request mid-publish: the slot must come back, or
+    GATEWAY_MAX_IN_FLIGHT cancelled requests later every webhook would get 503 overloaded."""
+    settings = GatewaySettings.from_environ({"TRADEVINE_CONSUMER_SECRET": TEST_SECRET, "GATEWAY_MAX_IN_FLIGHT": "1"})
+    publisher, metrics = HeldPublisher(), GatewayMetrics()
+    async with Client(create_app(settings, publisher, metrics=metrics)) as client:
+        held = asyncio.create_task(client.post(URL, content=product_body, headers=signed(product_body)))
+        await publisher.waiting.wait()
+        assert metrics.publishing == 1
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        assert metrics.publishing == 0
+        publisher.release.set()
+        response = await client.post(URL, content=product_body, headers=signed(product_body))
+        assert response.status_code == 200, response.text
+    assert len(publisher.messages) == 1
