@@ -10,8 +10,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import aio_pika
 import httpx
 
+from gateway import wire
 from tests.conftest import TEST_SECRET
 from tests.integration.brokers import free_port
 
@@ -89,3 +91,12 @@ def send(url: str, key: str) -> str:
                           cwd=Path(__file__).resolve().parents[2], check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+async def delete_gateway_topology(url: str, exchange: str) -> None:
+    """Remove what a test's gateway declared for its exchange (the gateway declares it on demand)."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(wire.unrouted_name(exchange))
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(wire.unrouted_name(exchange))

@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractQueue
 from gateway import sample, wire
 from tests.conftest import sign
 from tests.integration.brokers import ScratchBroker
-from tests.integration.processes import GatewayProcess
+from tests.integration.processes import GatewayProcess, delete_gateway_topology
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,7 @@ SLACK = 1.0  # a busy shared machine: what "within the deadline" may take beyond
 def exchange(amqp_url: str) -> Iterator[str]:
     name = f"test.edge.{uuid.uuid4().hex[:12]}"
     yield name
-    asyncio.run(_delete_topology(amqp_url, name))
-
-
-async def _delete_topology(url: str, exchange: str) -> None:
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        await channel.queue_delete(wire.unrouted_name(exchange))
-        await channel.exchange_delete(exchange)
-        await channel.exchange_delete(wire.unrouted_name(exchange))
+    asyncio.run(delete_gateway_topology(amqp_url, name))
 
 
 @contextlib.contextmanager

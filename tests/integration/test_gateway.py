@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from gateway import sample, wire
 from tests.conftest import TEST_SECRET, sign
 from tests.integration.brokers import ScratchBroker, free_port
-from tests.integration.processes import GatewayProcess
+from tests.integration.processes import GatewayProcess, delete_gateway_topology
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +30,7 @@ STREAMS = ("product.#", "sales_order.#")
 def exchange(amqp_url: str) -> Iterator[str]:
     name = f"test.gateway.{time.monotonic_ns()}"
     yield name
-    asyncio.run(_delete_topology(amqp_url, name))
-
-
-async def _delete_topology(url: str, exchange: str) -> None:
-    """Remove what the gateway declared for this module's exchange (it is declared on demand)."""
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        await channel.queue_delete(wire.unrouted_name(exchange))
-        await channel.exchange_delete(exchange)
-        await channel.exchange_delete(wire.unrouted_name(exchange))
+    asyncio.run(delete_gateway_topology(amqp_url, name))
 
 
 @pytest.fixture(scope="module")
