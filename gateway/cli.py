@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reconcile_parser = commands.add_parser(
         "reconcile", help="publish products and sales orders changed in a window (Tradevine REST API)")
-    from gateway import reconcile
+    from gateway.reconcile import cli as reconcile
 
     reconcile.add_arguments(reconcile_parser)
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         doc = asyncapi.document()
         sys.stdout.write(asyncapi.to_json(doc) if args.format == "json" else asyncapi.to_yaml(doc))
         return 0
-    from gateway import reconcile
+    from gateway.reconcile import cli as reconcile
 
     return reconcile.run(args, environ)
 

@@ -18,23 +18,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import generate_latest
 
-from gateway import reconcile, wire
-from gateway.api_client import Page, RateLimiter, TradevineClient
+from gateway import wire
 from gateway.errors import BrokerUnavailable, SettingsError
 from gateway.publisher import InMemoryPublisher
-from gateway.reconcile import (
-    ReconcilerSettings,
+from gateway.reconcile import cli as reconcile_cli
+from gateway.reconcile.client import Page, RateLimiter, TradevineClient
+from gateway.reconcile.publish import MODELS, Model, outgoing, updated_code, webhook_body
+from gateway.reconcile.run import (
+    ModelStats,
     Summary,
-    Window,
     format_summary,
     metrics_registry,
-    outgoing,
-    parse_duration,
-    parse_time,
-    parse_utc_offset,
-    updated_code,
-    webhook_body,
+    otel_tracer,
+    reconcile,
+    terminal_progress,
 )
+from gateway.reconcile.settings import ReconcilerSettings
+from gateway.reconcile.window import Window, parse_duration, parse_time, parse_utc_offset
 
 ORG = 3479979772659009354
 PRODUCT_ID = 3451582911247567682
@@ -103,7 +103,7 @@ def test_bad_org_offsets_are_refused(text: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradevine-gateway reconcile")
-    reconcile.add_arguments(p)
+    reconcile_cli.add_arguments(p)
     return p
 
 
@@ -234,7 +234,7 @@ def test_every_settings_problem_is_reported_at_once() -> None:
 def test_run_exits_2_on_bad_settings_without_any_io() -> None:
     err = io.StringIO()
     args = parser().parse_args(["--lookback", "2h"])
-    assert reconcile.run(args, {}, stdout=io.StringIO(), stderr=err) == 2
+    assert reconcile_cli.run(args, {}, stdout=io.StringIO(), stderr=err) == 2
     assert "TRADEVINE_CONSUMER_KEY is not set" in err.getvalue()
 
 
@@ -267,7 +267,7 @@ def api(products: list[dict[str, object]], orders: list[dict[str, object]],
 
 async def run_against(products: list[dict[str, object]], orders: list[dict[str, object]], *,
                       dry_run: bool = False, environ: dict[str, str] | None = None,
-                      models: tuple[reconcile.Model, ...] = reconcile.MODELS,
+                      models: tuple[Model, ...] = MODELS,
                       tracer: Tracer | None = None) -> tuple[Summary, InMemoryPublisher, list[httpx.Request]]:
     settings = ReconcilerSettings.from_environ({**ENV, "TRADEVINE_API_PAGE_SIZE": "2", **(environ or {})})
     fake, seen = FakeTime(), list[httpx.Request]()
@@ -276,7 +276,7 @@ async def run_against(products: list[dict[str, object]], orders: list[dict[str, 
     client = TradevineClient(settings.api, transport=httpx.MockTransport(api(products, orders, seen)),
                              limiter=RateLimiter(60, clock=fake.clock, sleep=fake.sleep), sleep=fake.sleep)
     async with client:
-        summary = await reconcile.reconcile(client, None if dry_run else publisher, settings=settings,
+        summary = await reconcile(client, None if dry_run else publisher, settings=settings,
                                             window=WINDOW, models=models, now=lambda: RECEIVED,
                                             sleep=fake.sleep, tracer=tracer)
     return summary, publisher, seen
@@ -311,7 +311,7 @@ async def test_with_tracing_a_run_is_a_span_and_each_message_carries_its_publish
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _, publisher, _ = await run_against(PRODUCTS, ORDERS, tracer=reconcile.otel_tracer(provider))
+    _, publisher, _ = await run_against(PRODUCTS, ORDERS, tracer=otel_tracer(provider))
     spans = exporter.get_finished_spans()
     [run] = [s for s in spans if s.name == "reconcile"]
     models = {s.name: s for s in spans if s.name.startswith("reconcile ")}
@@ -366,14 +366,14 @@ async def test_a_broker_failure_is_retried_then_raised() -> None:
                              limiter=RateLimiter(60, clock=fake.clock, sleep=fake.sleep), sleep=fake.sleep)
     async with client:
         with pytest.raises(BrokerUnavailable, match="nacked"):
-            await reconcile.reconcile(client, publisher, settings=settings, window=WINDOW, sleep=fake.sleep)
+            await reconcile(client, publisher, settings=settings, window=WINDOW, sleep=fake.sleep)
 
 
 # -- output -------------------------------------------------------------------------------------------
 
 
 def finished_summary() -> Summary:
-    summary = Summary(window=WINDOW, models=reconcile.MODELS, dry_run=False, exchange="tradevine.events")
+    summary = Summary(window=WINDOW, models=MODELS, dry_run=False, exchange="tradevine.events")
     summary.stats["product"].pages, summary.stats["product"].listed = 3, 7
     summary.stats["product"].in_window = summary.stats["product"].published = 4
     summary.stats["sales_order"].pages, summary.stats["sales_order"].listed = 2, 4
@@ -415,8 +415,8 @@ def test_metrics_use_the_contract_names() -> None:
 
 def test_progress_rewrites_one_line_and_ends_it_on_the_last_page() -> None:
     stream = io.StringIO()
-    show = reconcile.terminal_progress(stream)
-    stats = reconcile.ModelStats(in_window=4)
+    show = terminal_progress(stream)
+    stats = ModelStats(in_window=4)
     show("product", Page(number=1, total_count=7, items=[]), 3, stats)
     show("product", Page(number=3, total_count=7, items=[]), 3, stats)
     assert stream.getvalue() == ("\rproducts: page 1/3, 4 in window   "

@@ -122,7 +122,7 @@ def test_the_default_service_name_applies_unless_otel_service_name_names_one(
 
 
 def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
-    code = ("import sys, gateway.app, gateway.webhook, gateway.reconcile, consumers.runner, consumers.delivery\n"
+    code = ("import sys, gateway.app, gateway.webhook, gateway.reconcile.cli, consumers.runner, consumers.delivery\n"
             "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry'))\n"
             "print(loaded)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -23,8 +23,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway import reconcile, wire
+from gateway import wire
 from gateway.publisher import declare_topology
+from gateway.reconcile import cli as reconcile_cli
 from tests.conftest import TEST_SECRET, sign
 from tests.integration.fake_tradevine import ORG_ID, FakeTradevine, product, serving
 from tests.integration.processes import GatewayProcess
@@ -116,11 +117,11 @@ def stock(database: Path, product_id: int, timeout: float = 15.0,
 
 def run_reconcile(api: FakeTradevine, amqp_url: str, exchange: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser()
-    reconcile.add_arguments(parser)
+    reconcile_cli.add_arguments(parser)
     env = {**api.credentials.environ(api.base_url), "AMQP_URL": amqp_url, "GATEWAY_EXCHANGE": exchange,
            "TRADEVINE_API_CALLS_PER_MINUTE": "600"}
     out = io.StringIO()
-    code = reconcile.run(parser.parse_args(["--lookback", "2h", "--until", UNTIL, "--only", "products"]),
+    code = reconcile_cli.run(parser.parse_args(["--lookback", "2h", "--until", UNTIL, "--only", "products"]),
                          env, stdout=out, stderr=io.StringIO())
     return code, out.getvalue()
 

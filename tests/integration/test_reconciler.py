@@ -16,8 +16,9 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from gateway import reconcile, wire
+from gateway import wire
 from gateway.publisher import declare_topology
+from gateway.reconcile import cli as reconcile_cli
 from tests.integration.brokers import free_port
 from tests.integration.fake_tradevine import ORG_ID, FakeTradevine, product, sales_order, serving
 
@@ -113,9 +114,9 @@ def environ(api: FakeTradevine, amqp_url: str, exchange: str, **extra: str) -> d
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="tradevine-gateway reconcile")
-    reconcile.add_arguments(parser)
+    reconcile_cli.add_arguments(parser)
     out, err = io.StringIO(), io.StringIO()
-    code = reconcile.run(parser.parse_args(argv), env, stdout=out, stderr=err)
+    code = reconcile_cli.run(parser.parse_args(argv), env, stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 

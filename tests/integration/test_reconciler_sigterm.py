@@ -21,7 +21,7 @@ import aio_pika
 import pytest
 
 from gateway.publisher import declare_topology
-from gateway.reconcile import EXIT_TERMINATED
+from gateway.reconcile.cli import EXIT_TERMINATED
 from tests.integration.brokers import ScratchBroker
 from tests.integration.fake_tradevine import FakeTradevine, product, serving
 

@@ -27,7 +27,8 @@ import aio_pika
 import httpx
 import pytest
 
-from gateway import asyncapi, reconcile, sample, wire
+from gateway import asyncapi, sample, wire
+from gateway.reconcile import cli as reconcile_cli
 from tests.conftest import sign
 from tests.integration.fake_tradevine import FakeTradevine, product, sales_order, serving
 from tests.integration.processes import GatewayProcess
@@ -117,10 +118,10 @@ def run_reconciler(amqp_url: str, exchange: str) -> None:
                         sales_orders=[sales_order(3479979772702215001, "2025-03-18T21:30:00")])
     with serving(api):
         parser = argparse.ArgumentParser(prog="tradevine-gateway reconcile")
-        reconcile.add_arguments(parser)
+        reconcile_cli.add_arguments(parser)
         env = {**api.credentials.environ(api.base_url), "AMQP_URL": amqp_url, "GATEWAY_EXCHANGE": exchange}
         err = io.StringIO()
-        code = reconcile.run(parser.parse_args(["--lookback", "2h", "--until", "2025-03-18T22:00:00Z"]), env,
+        code = reconcile_cli.run(parser.parse_args(["--lookback", "2h", "--until", "2025-03-18T22:00:00Z"]), env,
                              stdout=io.StringIO(), stderr=err)
         assert (code, err.getvalue()) == (0, "")
 

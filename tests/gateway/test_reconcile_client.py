@@ -13,7 +13,8 @@ import pytest
 from oauthlib.common import Request as OAuthRequest  # type: ignore[import-untyped]
 from oauthlib.oauth1.rfc5849 import signature, utils  # type: ignore[import-untyped]
 
-from gateway.api_client import (
+from gateway.errors import ApiAuthError, ApiError, SettingsError
+from gateway.reconcile.client import (
     ApiSettings,
     Page,
     RateLimiter,
@@ -21,7 +22,6 @@ from gateway.api_client import (
     api_time,
     retry_after_seconds,
 )
-from gateway.errors import ApiAuthError, ApiError, SettingsError
 from gateway.settings import EnvReader
 
 BIG_ID = 3479979772659009354  # above 2**53: a float would change it
