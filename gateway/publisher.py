@@ -36,6 +36,7 @@ from gateway.message import Outgoing
 from gateway.settings import redact_url
 
 log = logging.getLogger("gateway.publisher")
+RENEW_SPACING = 0.25  # seconds: a channel nacked again soon after it was replaced is replaced again after this
 
 
 class Publisher(Protocol):
@@ -222,6 +223,9 @@ class AmqpPublisher:
         self._topology: AbstractChannel | None = None
         self._next: Callable[[], int] = itertools.cycle([0]).__next__
         self._connecting: asyncio.Task[None] | None = None
+        self._renewing: set[int] = set()  # positions in _channels whose channel is being replaced
+        self._renewals: set[asyncio.Task[None]] = set()
+        self.renewed = 0  # channels replaced after a nack
         self.last_error: str | None = None  # why the last connection attempt failed, in one line
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -275,7 +279,8 @@ class AmqpPublisher:
     async def publish(self, message: Outgoing) -> None:
         if not self.ready():
             raise BrokerUnavailable("not connected to RabbitMQ")
-        channel = self._channels[self._next()]
+        position = self._next()
+        channel = self._channels[position]
         self._inflight += 1
         self._idle.clear()
         # Straight to the underlying aiormq channel with pamqp properties: aio-pika's Message and
@@ -295,6 +300,7 @@ class AmqpPublisher:
         except aiormq.exceptions.PublishError as exc:
             raise BrokerUnavailable("message returned as unroutable") from exc
         except aiormq.exceptions.DeliveryError as exc:
+            self._renew(position, channel)
             raise BrokerUnavailable("message nacked by the broker") from exc
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"connection lost: {type(exc).__name__}") from exc
@@ -305,12 +311,53 @@ class AmqpPublisher:
         if not isinstance(result, Basic.Ack):
             raise BrokerUnavailable(f"unexpected publish result {type(result).__name__}")
 
+    def _renew(self, position: int, channel: AbstractRobustChannel) -> None:
+        """Replace a channel the broker nacked a publish on, in the background.
+
+        A nack is rare (the broker could not enqueue the message), but a channel can keep failing: on
+        RabbitMQ 3.x, a channel opened while a quorum queue's leader has just died (a reconnect within
+        a fraction of a second of a node loss) keeps sending that queue's messages to the dead leader
+        and has every one nacked until the node is back (make fault-cluster). A new channel asks where
+        the leader is now. The old channel is closed once its other publishes had time to be confirmed.
+        """
+        if position in self._renewing or self._connection is None:
+            return
+        self._renewing.add(position)
+        task = asyncio.get_running_loop().create_task(self._replace(position, channel, self._connection))
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
+
+    async def _replace(self, position: int, channel: AbstractRobustChannel,
+                       connection: AbstractRobustConnection) -> None:
+        try:
+            fresh = await asyncio.wait_for(
+                connection.channel(publisher_confirms=True, on_return_raises=True), self.timeout)
+        except Exception as exc:  # the connection is going: its reconnect brings the channels back
+            log.warning("channel_renew_failed", extra={"error": connect_error_text(exc)})
+            self._renewing.discard(position)
+            return
+        if self._connection is not connection or position >= len(self._channels) \
+                or self._channels[position] is not channel:
+            self._renewing.discard(position)
+            await fresh.close()  # the publisher reconnected or closed meanwhile
+            return
+        self._channels[position] = fresh
+        self.renewed += 1
+        log.warning("channel_renewed", extra={"reason": "message nacked by the broker", "channel": position})
+        await asyncio.sleep(RENEW_SPACING)  # a nack storm renews a channel at most this often
+        self._renewing.discard(position)
+        await asyncio.sleep(self.timeout)  # the old channel's confirms in flight come in, or time out
+        with contextlib.suppress(Exception):
+            await channel.close()
+
     async def close(self) -> None:
         """Wait for in-flight confirms (up to the publish timeout), then close."""
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
+        for task in list(self._renewals):
+            task.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.timeout)
         if self._connection is not None:

@@ -11,7 +11,8 @@ that node, restarts it after FAULT_DOWN_SECONDS (default 10), keeps the load FAU
 longer, waits for the consumers to drain, tears everything down and prints one JSON line:
 accepted, lost (answered 200, in neither store), duplicates_applied (inventory products applied twice:
 stock rows beyond one per product), non2xx, recovered_s (from the kill until a request sent after it is
-answered 200), and which node held what.
+answered 200: the first 200 to a request sent after the last one that failed), failing_s (from the kill
+to the last failed request), and which node held what.
 """
 
 from __future__ import annotations
@@ -89,8 +90,13 @@ def main() -> int:
             restart(nodes[0])
             time.sleep(max(0.0, killed_at + down + after - time.monotonic()))
             load.stop()
-        recovered = sorted(a[0] + a[1] for a in load.answers if a[0] > killed_at and a[2] == 200)
+        # Recovered: the first 200 to a request sent after the last failure that followed the kill (the
+        # first 200 alone could be a request that the broker confirmed before the connection noticed).
+        failed = [a[0] for a in load.answers if a[0] > killed_at and a[2] != 200]
+        since = max(failed, default=killed_at)
+        recovered = sorted(a[0] + a[1] for a in load.answers if a[0] > since and a[2] == 200)
         result["recovered_s"] = round(recovered[0] - killed_at, 2) if recovered else None
+        result["failing_s"] = round(since - killed_at, 2) if failed else 0.0
         accepted = {a[3] for a in load.answers if a[2] == 200}
         stored: set[str] = set()
         deadline = time.monotonic() + 120
