@@ -36,11 +36,12 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from gateway import wire
+from gateway.amqp_properties import amqp_properties
 from gateway.app import create_app
 from gateway.edge import EdgeProtocol
 from gateway.message import INVALID, Outgoing, parse
 from gateway.metrics import GatewayMetrics
-from gateway.publisher import InMemoryPublisher, amqp_properties
+from gateway.publisher import InMemoryPublisher
 from gateway.settings import GatewaySettings
 from gateway.signature import dotnet_ascii
 from tests.conftest import TEST_SECRET
