@@ -1,10 +1,12 @@
 """The project's own image, run as the Kubernetes manifests run it, beside a RabbitMQ container.
 
-Each workload is started with the command, args, environment variable names, user, read-only root
-filesystem and writable mounts that `kubectl kustomize deploy/overlays/dev` gives it (read here, so the
-test follows the manifests), all capabilities dropped and no-new-privileges. Signed events from the host
-go through the gateway container and are counted as applied by both consumer containers; `docker stop`
-of each exits 0 within the manifest's grace period.
+Each workload is started with the command, args, environment (the ConfigMap it reads, its own values,
+and test values for exactly the variables it takes from Secrets), user, read-only root filesystem and
+writable mounts that `kubectl kustomize deploy/overlays/dev` gives it (read by tests/manifests.py, so
+the test follows the manifests), all capabilities dropped and no-new-privileges. Signed events from the
+host go through the gateway container and are counted as applied by both consumer containers;
+`docker stop` of each exits 0 within the manifest's grace period, also while a request is waiting for
+the broker (held by a memory alarm), which is still answered 200.
 
 Needs a Docker engine and the image (`make container-test` builds it and sets IMAGE) and a
 RabbitMQ image (RABBITMQ_IMAGE; .ci/docker-rabbitmq builds one): skipped with the reason otherwise.
@@ -12,20 +14,25 @@ RabbitMQ image (RABBITMQ_IMAGE; .ci/docker-rabbitmq builds one): skipped with th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
+import aio_pika
+import orjson
 import pytest
-import yaml
 
-from gateway import sample, signature
+from gateway import sample, signature, wire
+from gateway.publisher import declare_topology
+from tests.manifests import Workload, dockerfile, workloads
 
 pytestmark = pytest.mark.container
 
@@ -33,6 +40,7 @@ pytestmark = pytest.mark.container
 IMAGE = os.environ.get("IMAGE", "")
 RABBITMQ_IMAGE = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
 SECRET = "container-test-secret"
+HEADER_VALUE = "container-test-header-value"
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 
@@ -49,81 +57,67 @@ def _docker_ok() -> str | None:
     return None
 
 
+def docker(*args: str, check: bool = True) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout.strip()
+
+
 @dataclass(frozen=True)
-class Workload:
-    name: str
-    command: list[str]
-    env_names: list[str]
-    ports: list[int]
-    writable: list[str]
-    user: int
-    read_only: bool
-    grace_seconds: int
-    probes: dict[str, str]
+class Stack:
+    network: str
+    broker: str  # the RabbitMQ container, `rabbitmq` on the network
+    host_amqp_url: str  # the broker from the host, for declaring and reading queues
+    amqp_url: str = "amqp://guest:guest@rabbitmq:5672/"
 
-
-def workloads() -> dict[str, Workload]:
-    """How the dev overlay starts each container."""
-    rendered = subprocess.run(["kubectl", "kustomize", "deploy/overlays/dev"], capture_output=True, text=True,
-                              check=True).stdout
-    found: dict[str, Workload] = {}
-    for doc in yaml.safe_load_all(rendered):
-        if not doc or doc["kind"] not in ("Deployment", "CronJob"):
-            continue
-        spec: dict[str, Any] = (doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment"
-                                else doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
-        [container] = spec["containers"]
-        security = container.get("securityContext", {})
-        probes = {kind: container[kind]["httpGet"]["path"] for kind in ("livenessProbe", "readinessProbe")
-                  if "httpGet" in container.get(kind, {})}
-        found[doc["metadata"]["name"]] = Workload(
-            name=doc["metadata"]["name"], command=container.get("command", []) + container.get("args", []),
-            env_names=[e["name"] for e in container.get("env", [])],
-            ports=[p["containerPort"] for p in container.get("ports", [])],
-            writable=[m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")],
-            user=int(security.get("runAsUser", spec.get("securityContext", {}).get("runAsUser", 0))),
-            read_only=bool(security.get("readOnlyRootFilesystem")),
-            grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)), probes=probes)
-    return found
+    def rabbitmqctl(self, *args: str) -> None:
+        docker("exec", self.broker, "rabbitmqctl", *args)
 
 
 class Running:
-    def __init__(self, workload: Workload, network: str, env: dict[str, str]) -> None:
+    """One container of the image, started as `workload` says; `secrets` are the values of its Secret refs."""
+
+    def __init__(self, workload: Workload, stack: Stack, secrets: dict[str, str], **overrides: str) -> None:
         self.workload = workload
         self.name = f"tvg-{workload.name}-{uuid.uuid4().hex[:6]}"
-        unknown = set(env) - set(workload.env_names) - {"GATEWAY_EXCHANGE", "CONSUMER_QUEUE", "CONSUMER_RETRY_DELAYS"}
+        assert set(secrets) == set(workload.secret_env), (workload.name, sorted(workload.secret_env))
+        unknown = set(overrides) - workload.env_names
         assert not unknown, f"variables the manifest does not set: {unknown}"
-        args = ["docker", "run", "-d", "--name", self.name, "--network", network,
+        self.env = {**workload.env, **secrets, **overrides}
+        args = ["run", "-d", "--name", self.name, "--network", stack.network,
                 "--user", str(workload.user), "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         if workload.read_only:
             args.append("--read-only")
         for path in workload.writable:
             args += ["--tmpfs", f"{path}:uid={workload.user},gid={workload.user},mode=0700"]
-        for port in workload.ports:
+        for port in workload.ports.values():
             args += ["-p", f"127.0.0.1::{port}"]
-        for key, value in env.items():
+        for key, value in self.env.items():
             args += ["-e", f"{key}={value}"]
-        subprocess.run([*args, IMAGE, *workload.command], check=True, capture_output=True)
+        docker(*args, IMAGE, *workload.command)
 
     def url(self, port: int) -> str:
-        mapped = subprocess.run(["docker", "port", self.name, str(port)], capture_output=True, text=True,
-                                check=True).stdout.split()[0]
-        return f"http://{mapped}"
+        return f"http://{docker('port', self.name, str(port)).split()[0]}"
 
     def logs(self) -> str:
         done = subprocess.run(["docker", "logs", self.name], capture_output=True, text=True, check=False)
         return done.stdout + done.stderr
 
     def stop(self) -> tuple[int, float]:
+        """`docker stop` with the manifest's grace period: the exit code and the seconds it took."""
         started = time.monotonic()
-        subprocess.run(["docker", "stop", "-t", str(self.workload.grace_seconds), self.name], check=True,
-                       capture_output=True)
-        code = subprocess.run(["docker", "inspect", self.name, "--format", "{{.State.ExitCode}}"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        return int(code), time.monotonic() - started
+        docker("stop", "-t", str(self.workload.grace_seconds), self.name)
+        return self.exit_code(), time.monotonic() - started
+
+    def wait(self, timeout: float) -> int:
+        """The exit code of a container that ends by itself (a job), within `timeout` seconds."""
+        eventually(lambda: docker("inspect", self.name, "--format", "{{.State.Status}}") == "exited",
+                   f"{self.workload.name} exits\n{self.logs()[-3000:]}", timeout)
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        return int(docker("inspect", self.name, "--format", "{{.State.ExitCode}}"))
 
     def remove(self) -> None:
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, check=False)
+        docker("rm", "-f", self.name, check=False)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -136,7 +130,7 @@ def get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-def eventually(condition: Any, what: str, timeout: float = 60) -> None:
+def eventually(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -145,55 +139,94 @@ def eventually(condition: Any, what: str, timeout: float = 60) -> None:
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
-def applied(metrics_text: str, consumer: str) -> float:
-    prefix = f'tradevine_consumer_messages_total{{consumer="{consumer}",outcome="applied"}}'
+def metric(metrics_text: str, prefix: str) -> float:
     return sum(float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith(prefix))
 
 
+def applied(metrics_text: str, consumer: str) -> float:
+    return metric(metrics_text, f'tradevine_consumer_messages_total{{consumer="{consumer}",outcome="applied"}}')
+
+
+def probes_answer(one: Running) -> None:
+    for kind, (path, port) in one.workload.probes.items():
+        eventually(lambda path=path, port=port: get(one.url(port) + path)[0] == 200,
+                   f"{one.workload.name} {kind} {path} answers 200\n{one.logs()}")
+
+
+def gateway_secrets(stack: Stack) -> dict[str, str]:
+    return {"AMQP_URL": stack.amqp_url, "TRADEVINE_CONSUMER_SECRET": SECRET,
+            "TRADEVINE_CUSTOM_HEADER_VALUE": HEADER_VALUE}
+
+
+def post_event(gateway: Running, routing_key: str) -> tuple[int, bytes]:
+    body = sample.encode(sample.body_for(routing_key))
+    request = urllib.request.Request(
+        gateway.url(gateway.workload.ports["http"]) + "/webhooks/tradevine", data=body, method="POST",
+        headers={"Content-Type": "application/json", "X-Tradevine-Hmac-SHA256": signature.sign(body, SECRET.encode()),
+                 gateway.env["TRADEVINE_CUSTOM_HEADER_NAME"]: HEADER_VALUE})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def _declare_queue(url: str, exchange: str, queue: str, binding: str) -> None:
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await declare_topology(channel, exchange)
+        declared = await channel.declare_queue(queue, durable=False, auto_delete=False)
+        await declared.bind(exchange, binding)
+
+
+async def _read_queue(url: str, queue: str) -> list[tuple[str, dict[str, object], str]]:
+    """Routing key, body and source header of every message in `queue` (consumed)."""
+    found = []
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        source = await channel.declare_queue(queue, passive=True)
+        while (message := await source.get(no_ack=True, fail=False)) is not None:
+            found.append((message.routing_key or "", orjson.loads(message.body),
+                          str(message.headers.get(wire.H_SOURCE))))
+    return found
+
+
 @pytest.fixture(scope="module")
-def network() -> Iterator[str]:
+def manifests() -> dict[str, Workload]:
+    return workloads("dev")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
     if (reason := _docker_ok()) is not None:
         pytest.skip(reason)
-    name = f"tvg-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "network", "create", name], check=True, capture_output=True)
+    network = f"tvg-test-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", network)
     broker = f"tvg-rabbitmq-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["docker", "run", "-d", "--name", broker, "--network", name, "--network-alias", "rabbitmq",
-                    RABBITMQ_IMAGE], check=True, capture_output=True)
+    docker("run", "-d", "--name", broker, "--network", network, "--network-alias", "rabbitmq",
+           "-p", "127.0.0.1::5672", RABBITMQ_IMAGE)
     try:
-        eventually(lambda: "Server startup complete" in subprocess.run(
-            ["docker", "logs", broker], capture_output=True, text=True, check=False).stdout, "RabbitMQ started")
-        yield name
+        eventually(lambda: "Server startup complete" in docker("logs", broker, check=False), "RabbitMQ started")
+        yield Stack(network=network, broker=broker,
+                    host_amqp_url=f"amqp://guest:guest@{docker('port', broker, '5672').split()[0]}/")
     finally:
-        subprocess.run(["docker", "rm", "-f", broker], capture_output=True, check=False)
-        subprocess.run(["docker", "network", "rm", name], capture_output=True, check=False)
+        docker("rm", "-f", broker, check=False)
+        docker("network", "rm", network, check=False)
 
 
-def test_gateway_and_both_consumers_run_as_the_manifests_say_and_events_reach_both(network: str) -> None:
-    manifests = workloads()
-    amqp = "amqp://guest:guest@rabbitmq:5672/"
-    gateway_w = manifests["tradevine-gateway"]
-    running = [Running(gateway_w, network, {"AMQP_URL": amqp, "TRADEVINE_CONSUMER_SECRET": SECRET})]
+def test_gateway_and_both_consumers_run_as_the_manifests_say_and_events_reach_both(
+        stack: Stack, manifests: dict[str, Workload]) -> None:
+    running = [Running(manifests["tradevine-gateway"], stack, gateway_secrets(stack))]
     for service in ("inventory", "orders"):
-        w = manifests[f"tradevine-consumer-{service}"]
-        running.append(Running(w, network, {"AMQP_URL": amqp,
-                                            "CONSUMER_DATABASE": f"/var/lib/tradevine/{service}.sqlite3"}))
+        running.append(Running(manifests[f"tradevine-consumer-{service}"], stack, {"AMQP_URL": stack.amqp_url}))
     gateway, inventory, orders = running
     try:
         for one in running:
-            for kind, path in one.workload.probes.items():
-                eventually(lambda one=one, path=path: get(one.url(one.workload.ports[0]) + path)[0] == 200,
-                           f"{one.workload.name} {kind} {path} answers 200\n{one.logs()}")
-        sent = {"product.updated": 0, "sales_order.created": 0}
+            probes_answer(one)
         for routing_key in ("product.updated", "product.inventory.ats_updated", "sales_order.created",
                             "sales_order.status_changed"):
-            body = sample.encode(sample.body_for(routing_key))
-            request = urllib.request.Request(
-                gateway.url(8080) + "/webhooks/tradevine", data=body, method="POST",
-                headers={"Content-Type": "application/json",
-                         "X-Tradevine-Hmac-SHA256": signature.sign(body, SECRET.encode())})
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                assert answer.status == 200, answer.read()
-            sent["product.updated" if routing_key.startswith("product") else "sales_order.created"] += 1
+            status, answer = post_event(gateway, routing_key)
+            assert status == 200, answer
         eventually(lambda: applied(get(inventory.url(8081) + "/metrics")[1], "inventory") == 2,
                    "inventory applied both product events")
         eventually(lambda: applied(get(orders.url(8081) + "/metrics")[1], "orders") == 2,
@@ -208,17 +241,54 @@ def test_gateway_and_both_consumers_run_as_the_manifests_say_and_events_reach_bo
             one.remove()
 
 
-def test_the_image_runs_each_workload_as_the_manifests_expect() -> None:
-    """Static half: the image's user, ports and working directory agree with every manifest."""
+def test_docker_stop_lets_a_request_waiting_for_the_broker_finish_with_200_and_exits_0(
+        stack: Stack, manifests: dict[str, Workload]) -> None:
+    # An exchange of its own: the held message must not reach the consumers of the other tests.
+    exchange = f"tvg.sigterm.{uuid.uuid4().hex[:8]}"
+    gateway = Running(manifests["tradevine-gateway"], stack, gateway_secrets(stack), GATEWAY_EXCHANGE=exchange)
+    asyncio.run(_declare_queue(stack.host_amqp_url, exchange, f"{exchange}.all", "#"))
+    port = gateway.workload.ports["http"]
+    answered: list[tuple[int, bytes]] = []
+    stopped: list[tuple[int, float]] = []
+    try:
+        probes_answer(gateway)
+        # A memory alarm: the broker stops reading from publishing connections, so no confirm comes.
+        stack.rabbitmqctl("set_vm_memory_high_watermark", "0")
+        sender = threading.Thread(target=lambda: answered.append(post_event(gateway, "product.updated")))
+        sender.start()
+        eventually(lambda: metric(get(gateway.url(port) + "/metrics")[1],
+                                  "tradevine_gateway_publishes_in_flight") == 1, "the publish is in flight", 10)
+        stopper = threading.Thread(target=lambda: stopped.append(gateway.stop()))
+        stopper.start()
+        eventually(lambda: "Waiting for connections to close" in gateway.logs(),
+                   "after SIGTERM, uvicorn waits for the request", 10)
+        assert answered == [] and sender.is_alive()  # still waiting for the confirm
+        stack.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        sender.join(30)
+        stopper.join(gateway.workload.grace_seconds + 10)
+        assert len(answered) == 1 and answered[0][0] == 200, (answered, gateway.logs()[-3000:])
+        assert orjson.loads(answered[0][1])["status"] == "accepted"
+        [(code, seconds)] = stopped
+        assert code == 0, (code, gateway.logs()[-2000:])
+        assert seconds < gateway.workload.grace_seconds, seconds
+        assert "Traceback" not in gateway.logs()
+        [(routing_key, _, source)] = asyncio.run(_read_queue(stack.host_amqp_url, f"{exchange}.all"))
+        assert (routing_key, source) == ("product.updated", "webhook")
+    finally:
+        stack.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        gateway.remove()
+
+
+def test_the_image_runs_each_workload_as_the_manifests_expect(manifests: dict[str, Workload]) -> None:
+    """Static half: the built image has the Dockerfile's user and ports, and each command on its PATH."""
     if (reason := _docker_ok()) is not None:
         pytest.skip(reason)
-    config = yaml.safe_load(subprocess.run(["docker", "image", "inspect", IMAGE, "--format", "{{json .Config}}"],
-                                           capture_output=True, text=True, check=True).stdout)
-    assert config["User"].split(":")[0] == "10001"
-    exposed = {int(p.split("/")[0]) for p in config["ExposedPorts"]}
-    for workload in workloads().values():
-        assert workload.user == 10001 and workload.read_only, workload.name
-        assert set(workload.ports) <= exposed, (workload.name, workload.ports, exposed)
+    config = orjson.loads(docker("image", "inspect", IMAGE, "--format", "{{json .Config}}"))
+    built = dockerfile()
+    assert int(config["User"].split(":")[0]) == built.user
+    assert {int(p.split("/")[0]) for p in config["ExposedPorts"]} == built.exposed
+    for workload in manifests.values():
+        assert workload.user == built.user and workload.read_only, workload.name
         binary = workload.command[0]
         found = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", IMAGE, "-c", f"command -v {binary}"],
                                capture_output=True, text=True, check=False)
