@@ -6,7 +6,8 @@ writable mounts that `kubectl kustomize deploy/overlays/dev` gives it (read by t
 the test follows the manifests), all capabilities dropped and no-new-privileges. Signed events from the
 host go through the gateway container and are counted as applied by both consumer containers;
 `docker stop` of each exits 0 within the manifest's grace period, also while a request is waiting for
-the broker (held by a memory alarm), which is still answered 200.
+the broker (held by a memory alarm), which is still answered 200; the reconciler runs once against the
+fake Tradevine API and its events arrive.
 
 Needs a Docker engine and the image (`make container-test` builds it and sets IMAGE) and a
 RabbitMQ image (RABBITMQ_IMAGE; .ci/docker-rabbitmq builds one): skipped with the reason otherwise.
@@ -25,6 +26,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import orjson
@@ -32,6 +34,7 @@ import pytest
 
 from gateway import sample, signature, wire
 from gateway.publisher import declare_topology
+from tests.integration.fake_tradevine import FakeTradevine, product, sales_order, serving
 from tests.manifests import Workload, dockerfile, workloads
 
 pytestmark = pytest.mark.container
@@ -66,6 +69,7 @@ class Stack:
     network: str
     broker: str  # the RabbitMQ container, `rabbitmq` on the network
     host_amqp_url: str  # the broker from the host, for declaring and reading queues
+    host_address: str  # the host on the network (its gateway): where containers reach a server of the test
     amqp_url: str = "amqp://guest:guest@rabbitmq:5672/"
 
     def rabbitmqctl(self, *args: str) -> None:
@@ -208,7 +212,9 @@ def stack() -> Iterator[Stack]:
     try:
         eventually(lambda: "Server startup complete" in docker("logs", broker, check=False), "RabbitMQ started")
         yield Stack(network=network, broker=broker,
-                    host_amqp_url=f"amqp://guest:guest@{docker('port', broker, '5672').split()[0]}/")
+                    host_amqp_url=f"amqp://guest:guest@{docker('port', broker, '5672').split()[0]}/",
+                    host_address=docker("network", "inspect", network, "--format",
+                                        "{{(index .IPAM.Config 0).Gateway}}"))
     finally:
         docker("rm", "-f", broker, check=False)
         docker("network", "rm", network, check=False)
@@ -277,6 +283,45 @@ def test_docker_stop_lets_a_request_waiting_for_the_broker_finish_with_200_and_e
     finally:
         stack.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
         gateway.remove()
+
+
+def test_the_reconciler_runs_once_against_the_fake_api_and_its_events_arrive(
+        stack: Stack, manifests: dict[str, Workload]) -> None:
+    reconciler = manifests["tradevine-reconciler"]
+    exchange = f"tvg.reconcile.{uuid.uuid4().hex[:8]}"
+    queue = f"{exchange}.reconciled"
+    asyncio.run(_declare_queue(stack.host_amqp_url, exchange, queue, "#.reconciled"))
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    def ago(minutes: int) -> str:
+        return (now - timedelta(minutes=minutes)).isoformat(timespec="milliseconds")
+
+    # `--lookback 2h`, as the CronJob runs it: two of each in the window, one of each before it.
+    fake = FakeTradevine(
+        products=[product(3451582911247567101, ago(10)), product(3451582911247567102, ago(100)),
+                  product(3451582911247567103, ago(300))],
+        sales_orders=[sales_order(3479979772702215101, ago(20)), sales_order(3479979772702215102, ago(110)),
+                      sales_order(3479979772702215103, ago(24 * 60))])
+    with serving(fake, host=stack.host_address):
+        creds = fake.credentials.environ(fake.base_url)
+        one = Running(reconciler, stack, {"AMQP_URL": stack.amqp_url,
+                                          **{k: v for k, v in creds.items() if k in reconciler.secret_env}},
+                      TRADEVINE_API_BASE=creds["TRADEVINE_API_BASE"], GATEWAY_EXCHANGE=exchange)
+        try:
+            code = one.wait(120)
+            assert code == 0, one.logs()[-3000:]
+            assert "result: ok" in one.logs()
+            assert "Traceback" not in one.logs()
+        finally:
+            one.remove()
+    published = asyncio.run(_read_queue(stack.host_amqp_url, queue))
+    assert sorted((key, body["EventObjectId"], source) for key, body, source in published) == [
+        ("product.reconciled", 3451582911247567101, "reconciliation"),
+        ("product.reconciled", 3451582911247567102, "reconciliation"),
+        ("sales_order.reconciled", 3479979772702215101, "reconciliation"),
+        ("sales_order.reconciled", 3479979772702215102, "reconciliation"),
+    ]
+    assert fake.ok_calls() and all(c.status == 200 for c in fake.calls)  # OAuth signatures verified
 
 
 def test_the_image_runs_each_workload_as_the_manifests_expect(manifests: dict[str, Workload]) -> None:

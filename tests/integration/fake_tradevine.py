@@ -153,10 +153,13 @@ def _local(value: str | None) -> datetime | None:
 
 
 @contextmanager
-def serving(fake: FakeTradevine) -> Iterator[FakeTradevine]:
-    """Serve `fake` on a free 127.0.0.1 port for the duration of the block; sets `fake.base_url`."""
+def serving(fake: FakeTradevine, host: str = "127.0.0.1") -> Iterator[FakeTradevine]:
+    """Serve `fake` on a free port of `host` for the duration of the block; sets `fake.base_url`.
+
+    `host`: an address the client reaches, e.g. a Docker network's gateway for a container.
+    """
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -166,7 +169,7 @@ def serving(fake: FakeTradevine) -> Iterator[FakeTradevine]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the fake Tradevine API did not start")
         time.sleep(0.02)
-    fake.base_url = f"http://127.0.0.1:{port}"
+    fake.base_url = f"http://{host}:{port}"
     try:
         yield fake
     finally:
