@@ -17,10 +17,11 @@ from pamqp.commands import Basic
 
 from consumers.acks import AckWindow
 from consumers.consumer import Consumer
-from consumers.delivery import Delivery, Metrics
+from consumers.delivery import Delivery
 from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, SettingsError, TopologyError
 from consumers.event import decode
 from consumers.http import HealthServer
+from consumers.metrics import Metrics
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
 from consumers.policy import Sleep
 from consumers.received import Received

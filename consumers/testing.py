@@ -15,8 +15,9 @@ import json
 from collections.abc import Mapping
 
 from consumers.consumer import Consumer
-from consumers.delivery import Delivery, Metrics
+from consumers.delivery import Delivery
 from consumers.event import Event, from_payload
+from consumers.metrics import Metrics
 from consumers.outcome import Outcome
 from consumers.policy import Sleep
 from consumers.store import MemoryStore, SqliteStore, SqlStore, Store, is_postgres_url

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from consumers.delivery import Metrics
+from consumers.metrics import Metrics
 from gateway.metrics import GatewayMetrics
 from tests.monitoring import (
     DASHBOARD,

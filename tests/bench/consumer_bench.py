@@ -44,7 +44,7 @@ from typing import Any
 import aio_pika
 from aiormq.abc import DeliveredMessage
 
-from consumers.delivery import Metrics
+from consumers.metrics import Metrics
 from consumers.runner import Runner, topology_for
 from consumers.services.inventory import inventory
 from consumers.settings import ConsumerSettings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from consumers.delivery import Metrics
 from consumers.http import HealthServer
+from consumers.metrics import Metrics
 
 
 def server(ready: bool) -> HealthServer:

@@ -16,7 +16,7 @@ from pamqp.header import ContentHeader
 
 from consumers import Consumer, Event, Permanent, RetryPolicy, Transaction
 from consumers.acks import AckWindow
-from consumers.delivery import Metrics
+from consumers.metrics import Metrics
 from consumers.received import Received
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings

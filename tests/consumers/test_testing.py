@@ -19,7 +19,7 @@ from consumers import (
     SqliteStore,
     Transaction,
 )
-from consumers.delivery import Metrics
+from consumers.metrics import Metrics
 from consumers.runner import Runner
 from consumers.testing import deliver, make_event, open_store
 from tests.consumers.conftest import product_body
