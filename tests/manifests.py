@@ -9,6 +9,7 @@ reaches both, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -96,6 +97,20 @@ def workloads(overlay: str = "dev", docs: list[dict[str, Any]] | None = None) ->
     return found
 
 
+def tmpfs(workload: Workload) -> list[str]:
+    """The `docker run --tmpfs` values the container tests give for the writable volumes the manifest mounts."""
+    return [f"{path}:uid={workload.user},gid={workload.user},mode=0700" for path in workload.writable]
+
+
+def writable_needed(workload: Workload) -> set[str]:
+    """Where the code writes: temporary files, and a consumer's SQLite database (a path, not a URL)."""
+    needed = {"/tmp"}
+    database = workload.env.get("CONSUMER_DATABASE")
+    if database is not None and "://" not in database:
+        needed.add(str(Path(database).parent))
+    return needed
+
+
 @dataclass(frozen=True)
 class Image:
     """What the Dockerfile's last stage sets: user, exposed ports, environment, working directory."""
@@ -104,12 +119,13 @@ class Image:
     exposed: set[int]
     env: dict[str, str]
     workdir: str
+    cmd: list[str]
 
 
 def dockerfile(path: Path = DOCKERFILE) -> Image:
     lines = re.sub(r"\\\n", " ", path.read_text()).splitlines()
     last_stage = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
-    user, exposed, env, workdir = -1, set(), {}, "/"
+    user, exposed, env, workdir, cmd = -1, set(), {}, "/", []
     for line in lines[last_stage:]:
         instruction, _, rest = line.strip().partition(" ")
         match instruction.upper():
@@ -118,7 +134,12 @@ def dockerfile(path: Path = DOCKERFILE) -> Image:
             case "EXPOSE":
                 exposed |= {int(p.split("/")[0]) for p in rest.split()}
             case "ENV":
-                env.update(word.split("=", 1) for word in shlex.split(rest) if "=" in word)
+                for word in shlex.split(rest):
+                    key, equals, value = word.partition("=")
+                    if equals:
+                        env[key] = value
             case "WORKDIR":
                 workdir = rest.strip()
-    return Image(user=user, exposed=exposed, env=env, workdir=workdir)
+            case "CMD":
+                cmd = json.loads(rest)
+    return Image(user=user, exposed=exposed, env=env, workdir=workdir, cmd=cmd)

@@ -6,6 +6,7 @@ against a stand-in `kubectl` that renders with the real one and records every ot
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib.util
 import ipaddress
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.manifests import Workload, dockerfile, tmpfs, workloads, writable_needed
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl")
@@ -314,6 +318,129 @@ def test_only_the_reconciler_reaches_the_internet_and_never_the_metadata_address
         assert not allowed_to_address(rules, "203.0.113.7", 443), name
         assert not allowed_to_address(rules, "169.254.169.254", 80), name
         assert all("to" in rule for rule in rules), name  # in-cluster peers only
+
+
+# -- the manifests against the image and the code (what tests/container runs, checked without Docker) ---
+
+
+def container_environ(workload: Workload) -> dict[str, str]:
+    """The environment the container starts with: the image's ENV, the manifest's, stand-ins for Secrets."""
+    stand_ins = {"AMQP_URL": "amqp://user:password@rabbitmq:5672/", "TRADEVINE_CUSTOM_HEADER_VALUE": "value",
+                 "CONSUMER_DATABASE": "postgresql://user:password@postgres:5432/app"}
+    return {**dockerfile().env, **workload.env,
+            **{name: stand_ins.get(name, "stand-in") for name in workload.secret_env}}
+
+
+def console_scripts() -> set[str]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return set(tomllib.load(file)["project"]["scripts"])
+
+
+def served_by_gateway(environ: dict[str, str], path: str) -> int:
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.publisher import InMemoryPublisher
+    from gateway.settings import GatewaySettings
+
+    async def status() -> int:
+        app = create_app(GatewaySettings.from_environ(environ), InMemoryPublisher())
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            return (await client.get(path)).status_code
+
+    return asyncio.run(status())
+
+
+def served_by_consumer(path: str) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from consumers.http import HealthServer
+
+    status, _, _ = HealthServer("0.0.0.0", 8081, ready=lambda: True, registry=CollectorRegistry()).answer("GET", path)
+    return status
+
+
+@pytest.fixture(scope="module")
+def ours(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Workload]]:
+    found = {overlay: workloads(overlay, docs) for overlay, docs in rendered.items()}
+    for overlay, by_name in found.items():
+        assert set(by_name) == {"tradevine-gateway", "tradevine-consumer-inventory", "tradevine-consumer-orders",
+                                "tradevine-reconciler"}, overlay
+    return found
+
+
+def test_the_image_default_and_every_command_are_console_scripts_the_code_accepts(
+        ours: dict[str, dict[str, Workload]]) -> None:
+    from consumers import cli as consumers_cli
+    from consumers.registry import load
+    from gateway import cli as gateway_cli
+
+    scripts = console_scripts()
+    assert dockerfile().cmd[0] in scripts
+    roles = {"tradevine-gateway": ["tradevine-gateway", "serve"],
+             "tradevine-consumer-inventory": ["tradevine-consumers", "run", "inventory"],
+             "tradevine-consumer-orders": ["tradevine-consumers", "run", "orders"],
+             "tradevine-reconciler": ["tradevine-gateway", "reconcile"]}
+    for overlay, by_name in ours.items():
+        for name, workload in by_name.items():
+            script, *args = workload.command
+            assert script in scripts, (overlay, name, script)
+            assert workload.command[:len(roles[name])] == roles[name], (overlay, name, workload.command)
+            parser = gateway_cli.build_parser() if script == "tradevine-gateway" else consumers_cli.build_parser()
+            parsed = parser.parse_args(args)  # exits (SystemExit) on an argument the CLI does not know
+            if parsed.command == "run":
+                assert parsed.name in load(), (overlay, name)
+
+
+def test_container_ports_are_the_ports_the_services_listen_on_and_the_image_exposes(
+        ours: dict[str, dict[str, Workload]]) -> None:
+    from consumers.settings import ConsumerSettings
+    from gateway.settings import GatewaySettings
+
+    for overlay, by_name in ours.items():
+        for name, workload in by_name.items():
+            environ = container_environ(workload)
+            if workload.command[:2] == ["tradevine-gateway", "serve"]:
+                gateway = GatewaySettings.from_environ(environ)
+                listens = {(gateway.host, gateway.port)}
+            elif workload.command[0] == "tradevine-consumers":
+                consumer = ConsumerSettings.from_environ(environ)
+                listens = {(consumer.http_host, consumer.http_port)}
+            else:
+                listens = set()  # the reconciler serves nothing
+            assert listens == {("0.0.0.0", port) for port in workload.ports.values()}, (overlay, name)
+            assert set(workload.ports.values()) <= dockerfile().exposed, (overlay, name)
+
+
+def test_probe_paths_are_routes_the_services_answer_200_on_their_own_port(
+        ours: dict[str, dict[str, Workload]]) -> None:
+    for overlay, by_name in ours.items():
+        for name, workload in by_name.items():
+            if workload.ports:
+                assert {"livenessProbe", "readinessProbe"} <= set(workload.probes), (overlay, name)
+            for kind, (path, port) in workload.probes.items():
+                assert port in workload.ports.values(), (overlay, name, kind)
+                status = (served_by_gateway(container_environ(workload), path) if name == "tradevine-gateway"
+                          else served_by_consumer(path))
+                assert status == 200, (overlay, name, kind, path)
+
+
+def test_every_pod_runs_as_the_dockerfile_user_with_a_read_only_root(ours: dict[str, dict[str, Workload]]) -> None:
+    image = dockerfile()
+    for overlay, by_name in ours.items():
+        for name, workload in by_name.items():
+            assert (workload.user, workload.read_only) == (image.user, True), (overlay, name)
+
+
+def test_writable_mounts_are_where_the_code_writes_and_what_the_container_tests_mount_as_tmpfs(
+        ours: dict[str, dict[str, Workload]]) -> None:
+    for overlay, by_name in ours.items():
+        for name, workload in by_name.items():
+            mounted = {spec.split(":")[0] for spec in tmpfs(workload)}
+            assert mounted == set(workload.writable) == writable_needed(workload), (overlay, name, mounted)
+    # The container tests run the dev overlay: its consumers keep SQLite on a mount of their own.
+    assert "/var/lib/tradevine" in ours["dev"]["tradevine-consumer-inventory"].writable
 
 
 if __name__ == "__main__":

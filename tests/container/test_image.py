@@ -35,7 +35,7 @@ import pytest
 from gateway import sample, signature, wire
 from gateway.publisher import declare_topology
 from tests.integration.fake_tradevine import FakeTradevine, product, sales_order, serving
-from tests.manifests import Workload, dockerfile, workloads
+from tests.manifests import Workload, dockerfile, tmpfs, workloads
 
 pytestmark = pytest.mark.container
 
@@ -90,8 +90,8 @@ class Running:
                 "--user", str(workload.user), "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         if workload.read_only:
             args.append("--read-only")
-        for path in workload.writable:
-            args += ["--tmpfs", f"{path}:uid={workload.user},gid={workload.user},mode=0700"]
+        for mount in tmpfs(workload):
+            args += ["--tmpfs", mount]
         for port in workload.ports.values():
             args += ["-p", f"127.0.0.1::{port}"]
         for key, value in self.env.items():
