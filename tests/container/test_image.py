@@ -7,7 +7,9 @@ the test follows the manifests), all capabilities dropped and no-new-privileges.
 host go through the gateway container and are counted as applied by both consumer containers;
 `docker stop` of each exits 0 within the manifest's grace period, also while a request is waiting for
 the broker (held by a memory alarm), which is still answered 200; the reconciler runs once against the
-fake Tradevine API and its events arrive.
+fake Tradevine API and its events arrive; the prod overlay's consumers keep their state in PostgreSQL
+(the host's server, reached through tests/container/relay.py), two inventory replicas applying each
+event once.
 
 Needs a Docker engine and the image (`make container-test` builds it and sets IMAGE) and a
 RabbitMQ image (RABBITMQ_IMAGE; .ci/docker-rabbitmq builds one): skipped with the reason otherwise.
@@ -22,6 +24,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,10 +33,13 @@ from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import orjson
+import psycopg
 import pytest
 
 from gateway import sample, signature, wire
 from gateway.publisher import declare_topology
+from tests import postgres
+from tests.container.relay import relaying
 from tests.integration.fake_tradevine import FakeTradevine, product, sales_order, serving
 from tests.manifests import Workload, dockerfile, tmpfs, workloads
 
@@ -162,8 +168,8 @@ def gateway_secrets(stack: Stack) -> dict[str, str]:
             "TRADEVINE_CUSTOM_HEADER_VALUE": HEADER_VALUE}
 
 
-def post_event(gateway: Running, routing_key: str) -> tuple[int, bytes]:
-    body = sample.encode(sample.body_for(routing_key))
+def post_event(gateway: Running, routing_key: str, object_id: int | None = None) -> tuple[int, bytes]:
+    body = sample.encode(sample.body_for(routing_key, object_id=object_id))
     request = urllib.request.Request(
         gateway.url(gateway.workload.ports["http"]) + "/webhooks/tradevine", data=body, method="POST",
         headers={"Content-Type": "application/json", "X-Tradevine-Hmac-SHA256": signature.sign(body, SECRET.encode()),
@@ -322,6 +328,63 @@ def test_the_reconciler_runs_once_against_the_fake_api_and_its_events_arrive(
         ("sales_order.reconciled", 3479979772702215102, "reconciliation"),
     ]
     assert fake.ok_calls() and all(c.status == 200 for c in fake.calls)  # OAuth signatures verified
+
+
+def test_the_prod_consumers_keep_their_state_in_postgresql_two_inventory_replicas_applying_each_event_once(
+        stack: Stack, manifests: dict[str, Workload]) -> None:
+    # The prod overlay's consumers: CONSUMER_DATABASE from a Secret (the CloudNativePG URI), /tmp the only
+    # writable path. The host's PostgreSQL is reached through a relay on the Docker network's gateway.
+    prod = workloads("prod")
+    server = postgres.server_url()
+    if (problem := postgres.reachable(server)) is not None:
+        message = f"no PostgreSQL at {server} ({problem}); run `bash deploy/local/postgres.sh`"
+        if postgres.required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    parts = urllib.parse.urlsplit(server)
+    products = {3451582911247568001 + n for n in range(6)}
+    orders_sent = {3479979772702216001 + n for n in range(3)}
+    with postgres.database(server, "tvg_container") as database, \
+            relaying(stack.host_address, (parts.hostname or "127.0.0.1", parts.port or 5432)) as port:
+        name = urllib.parse.urlsplit(database).path
+        in_container = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}@{stack.host_address}:{port}",
+                                                              path=name))
+        secrets = {"AMQP_URL": stack.amqp_url, "CONSUMER_DATABASE": in_container}
+        consumers = [Running(prod["tradevine-consumer-inventory"], stack, secrets),
+                     Running(prod["tradevine-consumer-inventory"], stack, secrets),
+                     Running(prod["tradevine-consumer-orders"], stack, secrets)]
+        running = [Running(manifests["tradevine-gateway"], stack, gateway_secrets(stack)), *consumers]
+        try:
+            for one in running:
+                probes_answer(one)
+            gateway = running[0]
+            for object_id in sorted(products):
+                status, answer = post_event(gateway, "product.updated", object_id)
+                assert status == 200, answer
+            for object_id in sorted(orders_sent):
+                status, answer = post_event(gateway, "sales_order.created", object_id)
+                assert status == 200, answer
+
+            def applied_by(name: str) -> float:
+                return sum(applied(get(one.url(8081) + "/metrics")[1], name) for one in consumers)
+
+            eventually(lambda: applied_by("inventory") == len(products), "the inventory replicas applied 6")
+            eventually(lambda: applied_by("orders") == len(orders_sent), "orders applied 3")
+            with psycopg.connect(database) as connection:  # each consumer's tables in a schema of its name
+                stored_products = {int(r[0]) for r in connection.execute("SELECT product_id FROM inventory.products")}
+                stored_orders = {int(r[0]) for r in connection.execute("SELECT sales_order_id FROM orders.orders")}
+                applied_rows = [connection.execute(f"SELECT count(*) FROM {schema}.consumer_applied").fetchone()
+                                for schema in ("inventory", "orders")]
+            assert (stored_products, stored_orders) == (products, orders_sent)
+            assert applied_rows == [(len(products),), (len(orders_sent),)]
+            for one in running:
+                code, seconds = one.stop()
+                assert code == 0, (one.workload.name, code, one.logs()[-2000:])
+                assert seconds < one.workload.grace_seconds, (one.workload.name, seconds)
+                assert "Traceback" not in one.logs()
+        finally:
+            for one in running:
+                one.remove()
 
 
 def test_the_image_runs_each_workload_as_the_manifests_expect(manifests: dict[str, Workload]) -> None:
