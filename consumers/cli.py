@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "run":
             return run(consumer, settings, environ)
         return parked(args, consumer, settings, out)
-    except ConsumerError as exc:
+    except (ConsumerError, SettingsError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         # Settings, names and a broker that cannot be reached at start: fix and run again (2).
         return 2 if isinstance(exc, (SettingsError, RegistryError, BrokerError)) else 1
@@ -94,17 +94,14 @@ def list_consumers(known: dict[str, Consumer], environ: Mapping[str, str], out: 
 
 
 def run(consumer: Consumer, settings: ConsumerSettings, environ: Mapping[str, str] | None = None) -> int:
-    import gateway.errors
     from consumers.runner import serve
     from gateway import logs, tracing
 
     if settings.http_port and (problem := port_in_use(settings.http_host, settings.http_port, "CONSUMER_HTTP_PORT")):
         raise SettingsError([problem])
-    try:  # tracing: the OTEL_* variables only
-        provider = tracing.provider_from_environ(os.environ if environ is None else environ,
-                                                 f"tradevine-consumer-{consumer.name}")
-    except gateway.errors.SettingsError as exc:
-        raise SettingsError(exc.problems) from None
+    # tracing: the OTEL_* variables only
+    provider = tracing.provider_from_environ(os.environ if environ is None else environ,
+                                             f"tradevine-consumer-{consumer.name}")
     logs.setup(settings.log_level)
     try:
         import uvloop

@@ -1,7 +1,6 @@
 """The consumers' exceptions.
 
     ConsumerError
-    ├── SettingsError        bad or missing CONSUMER_* variables (all listed at once)
     ├── RegistryError        unknown consumer name, or a bad --app / entry point
     ├── TopologyError        a queue exists with other arguments (PRECONDITION_FAILED)
     ├── BrokerError          RabbitMQ unreachable, or a republish not confirmed
@@ -12,20 +11,18 @@
 
     Permanent                raised by a handler: never retried, parked at once
     └── MalformedEvent       the message is not a JSON object (nothing to retry)
+
+    SettingsError            bad or missing CONSUMER_* (or shared) variables, all listed at once: the
+                             gateway's own class (gateway.errors), one for both sides
 """
 
 from __future__ import annotations
 
-import gateway.errors
+from gateway.errors import SettingsError as SettingsError
 
 
 class ConsumerError(Exception):
-    """Base of every error the consumer framework raises on purpose."""
-
-
-class SettingsError(ConsumerError, gateway.errors.SettingsError):
-    """One or more settings are missing or malformed; the message lists each with its fix (the gateway's
-    SettingsError, so one `except` serves both sides)."""
+    """Base of every error the consumer framework raises on purpose, SettingsError (shared with the gateway) aside."""
 
 
 class RegistryError(ConsumerError):

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import consumers.errors
+import gateway.errors
 from consumers.cli import main
 from consumers.registry import find, load
 
@@ -55,6 +57,18 @@ def test_bad_settings_are_all_reported_before_connecting(capsys: pytest.CaptureF
     code, _ = run(["run", "inventory"], {"CONSUMER_PREFETCH": "lots", "AMQP_URL": "nope"})
     err = capsys.readouterr().err
     assert code == 2 and "CONSUMER_PREFETCH='lots'" in err and "AMQP_URL='nope'" in err
+
+
+def test_a_settings_error_from_the_shared_code_is_exit_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(["run", "inventory"], {"CONSUMER_HTTP_PORT": "0", "OTEL_TRACES_EXPORTER": "carrier-pigeon"})
+    err = capsys.readouterr().err
+    assert (code, err) == (2, "tradevine-consumers: OTEL_TRACES_EXPORTER needs the 'carrier-pigeon' exporter, which "
+                              "is not installed; install a package providing the 'carrier-pigeon' span exporter, "
+                              "or choose another exporter (otlp, console, none).\n")
+
+
+def test_the_consumers_settings_error_is_the_gateways() -> None:
+    assert consumers.errors.SettingsError is gateway.errors.SettingsError
 
 
 def test_an_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
