@@ -55,7 +55,6 @@ CONSUMER_DATABASE="$state/orders.sqlite3" CONSUMER_HTTP_PORT="$orders_port" \
 pids+=($!)
 
 # Wait for every /readyz (or for one of the three to exit, which ends the run).
-started=$SECONDS
 "$py" - "$GATEWAY_PORT" "$inventory_port" "$orders_port" "${pids[@]}" <<'PY' &
 import os, sys, time, urllib.request
 ports, pids = sys.argv[1:4], [int(p) for p in sys.argv[4:]]
@@ -78,7 +77,7 @@ waiter=$!
 if wait "$waiter"; then
   cat >&2 <<MSG
 
-  ready in $((SECONDS - started))s: gateway http://127.0.0.1:${GATEWAY_PORT}/webhooks/tradevine  inventory http://127.0.0.1:${inventory_port}/metrics  orders http://127.0.0.1:${orders_port}/metrics
+  ready in ${SECONDS}s (from the start of make run): gateway http://127.0.0.1:${GATEWAY_PORT}/webhooks/tradevine  inventory http://127.0.0.1:${inventory_port}/metrics  orders http://127.0.0.1:${orders_port}/metrics
   state: $state/inventory.sqlite3, $state/orders.sqlite3 — Ctrl-C stops everything.
   Send a signed test event from another terminal:
     .venv/bin/tradevine-gateway send-test-event --event product.created --secret '${TRADEVINE_CONSUMER_SECRET}' --url http://127.0.0.1:${GATEWAY_PORT}/webhooks/tradevine
