@@ -37,12 +37,14 @@ class Event:
     attempt: int = 1
     headers: Mapping[str, object] = field(default_factory=dict)
     redelivered: bool = False
-    # Worked out once (every delivery asks the store's guards for them): see `entity` and `date_key`.
+    # Worked out once (the store's guards and the handler ask for them): `entity_id`, `entity`, `date_key`.
+    _entity_id: str | None = field(init=False, repr=False, compare=False, default=None)
     _entity: str | None = field(init=False, repr=False, compare=False, default=None)
     _date_key: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        model, entity_id = self.model, self.entity_id
+        model, entity_id = self.model, self._find_entity_id()
+        object.__setattr__(self, "_entity_id", entity_id)
         object.__setattr__(self, "_entity", None if entity_id is None else f"{model or 'object'}:{entity_id}")
         if self.event_date is not None:
             object.__setattr__(self, "_date_key", date_key(self.event_date))
@@ -65,6 +67,9 @@ class Event:
     @property
     def entity_id(self) -> str | None:
         """ProductID / SalesOrderID from the payload, else EventObjectId."""
+        return self._entity_id
+
+    def _find_entity_id(self) -> str | None:
         model = self.model
         if model is not None:
             part, key = _ENTITY_ID[model]
@@ -133,8 +138,8 @@ def original_routing_key(*, routing_key: str, exchange: str, type_: str | None,
 
 def from_payload(payload: Mapping[str, object], *, routing_key: str, message_id: str,
                  headers: Mapping[str, object] | None = None, redelivered: bool = False) -> Event:
-    """Build an Event from a parsed body and the message's headers."""
-    headers = dict(headers or {})
+    """Build an Event from a parsed body and the message's headers (a dict is kept as it is, not copied)."""
+    headers = headers if type(headers) is dict else dict(headers or {})
     code = payload.get("EventType")
     date_value = payload.get("EventDateUtc", headers.get(wire.H_EVENT_DATE))
     return Event(
