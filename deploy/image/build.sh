@@ -27,8 +27,14 @@ rm -rf "$wheels" && mkdir -p "$wheels"
 log "pip wheel .[postgres,otel] -> $wheels"
 "$PYTHON" -m pip wheel --quiet --wheel-dir "$wheels" ".[postgres,otel]"
 
+# Bumped whenever local_base changes what goes into the base, so an older local base is built again.
+BASE_RECIPE=2
+
 local_base() {
-    docker image inspect "$LOCAL" >/dev/null 2>&1 && { log "local base $LOCAL already present"; return; }
+    if [[ $(docker image inspect "$LOCAL" --format '{{index .Config.Labels "tradevine.base-recipe"}}' 2>/dev/null) \
+          == "$BASE_RECIPE" ]]; then
+        log "local base $LOCAL already present"; return
+    fi
     command -v debootstrap >/dev/null || die "debootstrap not found: apt-get install debootstrap"
     local mirror tmp
     mirror=${DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}
@@ -38,14 +44,19 @@ local_base() {
     log "debootstrap $SUITE minbase + python3, python3-venv from $mirror"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
         "$SUITE" "$tmp/root" "$mirror" >"$tmp/log" 2>&1 || { tail -n 20 "$tmp/log" >&2; die "debootstrap failed"; }
+    # Nothing at run time reads documentation or the programs' message translations (33 MB of
+    # /usr/share/locale; Python's own codecs and messages need none of it).
     rm -rf "$tmp"/root/var/cache/apt/archives/*.deb "$tmp"/root/var/lib/apt/lists/* \
-        "$tmp"/root/usr/share/doc/* "$tmp"/root/usr/share/man/* "$tmp"/root/debootstrap
+        "$tmp"/root/usr/share/doc/* "$tmp"/root/usr/share/man/* "$tmp"/root/usr/share/info/* \
+        "$tmp"/root/usr/share/locale/* "$tmp"/root/usr/share/lintian "$tmp"/root/usr/share/bash-completion \
+        "$tmp"/root/debootstrap
     # `python` as in the official image, so the Dockerfile is the same for both bases.
     ln -sf python3 "$tmp/root/usr/bin/python"
     tar -C "$tmp/root" --numeric-owner -c . | docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
+        --change "LABEL tradevine.base-recipe=$BASE_RECIPE" \
         --message "Python from Debian $SUITE packages (tradevine-gateway deploy/image/build.sh)" \
         - "$LOCAL" >/dev/null
     rm -rf "$tmp"; trap - EXIT
