@@ -223,6 +223,7 @@ async def test_a_request_cancelled_while_awaiting_the_confirm_frees_its_in_fligh
         with pytest.raises(asyncio.CancelledError):
             await held
         assert metrics.publishing == 0
+        assert metrics.registry.get_sample_value("tradevine_gateway_publishes_in_flight") == 0
         publisher.release.set()
         response = await client.post(URL, content=product_body, headers=signed(product_body))
         assert response.status_code == 200, response.text
