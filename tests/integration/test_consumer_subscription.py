@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from consumers.runner import topology_for
 from consumers.services.inventory import inventory
+from consumers.topology import declare
 from tests.integration.consumer_helpers import T0, Broker, Names, body, eventually, outgoing, rows, running
 from tests.integration.consumer_helpers import settings as consumer_settings
 
@@ -18,12 +20,14 @@ async def test_a_burst_is_acked_in_fewer_frames_than_events_and_nothing_stays_un
         amqp_url: str, names: Names, tmp_path: Path) -> None:
     database = tmp_path / "inventory.sqlite3"
     count = 300
+    chosen = consumer_settings(amqp_url, names, database, batch_size=64)
     async with Broker(amqp_url, names) as broker:
-        async with running(inventory, consumer_settings(amqp_url, names, database, batch_size=64)) as runner:
-            await eventually(lambda: broker.consumers(names.queue), what="subscribed")
-            for number in range(count):
-                await broker.publish(outgoing(body("product.updated", date=T0 + timedelta(seconds=number),
-                                                   object_id=3451582911247500000 + number % 50)))
+        assert broker.channel is not None
+        await declare(broker.channel, topology_for(inventory, chosen))
+        for number in range(count):  # all waiting before the consumer starts: its batches fill up
+            await broker.publish(outgoing(body("product.updated", date=T0 + timedelta(seconds=number),
+                                               object_id=3451582911247500000 + number % 50)))
+        async with running(inventory, chosen) as runner:
             await eventually(lambda: len(rows(database, "SELECT 1 FROM consumer_applied")) == count,
                              what="every event applied")
             await eventually(lambda: runner._acks is not None and runner._acks.open == 0, what="every ack written")
