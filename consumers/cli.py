@@ -15,7 +15,7 @@ from consumers.errors import BrokerError, ConsumerError, RegistryError, Settings
 from consumers.registry import ENTRY_POINT_GROUP, find, load
 from consumers.settings import ConsumerSettings
 from gateway import __version__
-from gateway.settings import port_in_use
+from gateway.wire import port_in_use
 
 PROG = "tradevine-consumers"
 

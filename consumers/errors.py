@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import SettingsError as SettingsError
+from gateway.wire import SettingsError as SettingsError
 
 
 class ConsumerError(Exception):

@@ -26,7 +26,7 @@ from consumers.errors import BrokerError
 from consumers.outcome import replay_headers
 from consumers.topology import Topology
 from gateway import amqp_addresses, wire
-from gateway.settings import redact_url
+from gateway.wire import redact_url
 
 CONFIRM_TIMEOUT = 10.0
 PAGE = 100

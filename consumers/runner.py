@@ -32,7 +32,7 @@ from gateway import amqp_addresses, tracing, wire
 from gateway.amqp_tls import connect_error_text, tls_error
 from gateway.errors import TopologyMissing
 from gateway.publisher import ensure_topology
-from gateway.settings import redact_url
+from gateway.wire import redact_url
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from consumers.errors import SettingsError
 from gateway import wire
-from gateway.settings import EnvReader
+from gateway.wire import EnvReader
 
 
 def parse_delays(text: str) -> tuple[int, ...]:

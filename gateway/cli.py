@@ -78,7 +78,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from gateway import logs, tracing
     from gateway.app import SERVICE_NAME, create_app
     from gateway.edge import EdgeProtocol
-    from gateway.settings import GatewaySettings, open_files_problem, port_in_use, redact_url
+    from gateway.settings import GatewaySettings, open_files_problem
+    from gateway.wire import port_in_use, redact_url
 
     try:
         settings = GatewaySettings.from_environ(environ)
@@ -127,7 +128,7 @@ def send_test_event(args: argparse.Namespace, environ: Mapping[str, str]) -> int
     import httpx
 
     from gateway import signature
-    from gateway.settings import EnvReader
+    from gateway.wire import EnvReader
 
     secret = args.secret or (environ.get("TRADEVINE_CONSUMER_SECRET") or "").split(",")[0].strip()
     if not secret:

@@ -32,7 +32,7 @@ from gateway.amqp_properties import amqp_properties
 from gateway.amqp_tls import connect_error_text, tls_error
 from gateway.errors import BrokerUnavailable, TopologyMissing
 from gateway.message import Outgoing
-from gateway.settings import redact_url
+from gateway.wire import redact_url
 
 log = logging.getLogger("gateway.publisher")
 RENEW_SPACING = 0.25  # seconds: a channel nacked again soon after it was replaced is replaced again after this

@@ -1,51 +1,15 @@
 """Gateway settings from an environment mapping, validated once with every problem reported together.
 
-`EnvReader` is shared with the consumers and the reconciler (standard library only).
+The reader they are read with, `wire.EnvReader`, is shared with the consumers and the reconciler.
 """
 
 from __future__ import annotations
 
-import errno
-import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from gateway import wire
-from gateway.amqp_addresses import AddressError, split_addresses
-from gateway.amqp_tls import tls_problems
-from gateway.errors import SettingsError
-
-T = TypeVar("T")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def port_in_use(host: str, port: int, variable: str) -> str | None:
-    """A one-line problem when `host:port` cannot be bound (taken, or not an address here), else None.
-
-    Checked before starting, so a second `make run` says which variable moves the port instead of
-    printing a traceback. SO_REUSEADDR as the servers set it: a socket in TIME_WAIT is no conflict."""
-    if port == 0:
-        return None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"{host!r} is not an address to listen on ({exc.strerror or exc}); use 127.0.0.1 or 0.0.0.0."
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return (f"{variable}={port}: {host}:{port} is already in use; stop what listens there "
-                        f"or choose another port, e.g. {variable}={port + 10}.")
-            return f"{variable}={port}: cannot listen on {host}:{port} ({exc.strerror or exc})."
-    return None
+from gateway.wire import EnvReader
 
 
 def open_files_problem(settings: GatewaySettings) -> str | None:
@@ -67,90 +31,6 @@ def open_files_problem(settings: GatewaySettings) -> str | None:
 
 # Descriptors besides client connections: the listening socket, AMQP, logs, the interpreter's own.
 OTHER_DESCRIPTORS = 64
-
-
-class EnvReader:
-    """Reads typed values from a mapping and collects every problem instead of stopping at the first."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
-
-    def log_level(self, name: str, default: str = "info") -> str:
-        level = self.text(name, default).lower()
-        if level not in LOG_LEVELS:
-            self.problems.append(f"{name}={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}.")
-            return default
-        return level
-
-    def required(self, name: str, fix: str) -> str:
-        value = self.raw(name)
-        if value is None:
-            self.problems.append(f"{name} is not set; {fix}")
-            return ""
-        return value
-
-    def integer(self, name: str, default: int, *, low: int, high: int, example: int) -> int:
-        return self._ranged(name, default, int, "an integer", low, high, example)
-
-    def number(self, name: str, default: float, *, low: float, high: float, example: float) -> float:
-        return self._ranged(name, default, float, "a number of seconds", low, high, example)
-
-    def _ranged(self, name: str, default: T, parse: Callable[[str], T], kind: str,
-                low: T, high: T, example: T) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            parsed = parse(value)
-        except ValueError:
-            self.problems.append(f"{name}={value!r} is not {kind}; try {example}.")
-            return default
-        if not low <= parsed <= high:  # type: ignore[operator]
-            self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
-            return default
-        return parsed
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        self.problems.append(f"{name}={value!r} is not a boolean; use true or false.")
-        return default
-
-    def amqp_url(self, name: str = "AMQP_URL") -> str:
-        value = self.text(name, "amqp://guest:guest@localhost:5672/")
-        try:
-            split_addresses(value)
-        except AddressError as exc:
-            self.problems.append(
-                f"{name}={redact_url(value)!r} is not an AMQP URL: it {exc}; try amqp://user:password@rabbitmq:5672/ "
-                "or, for several nodes of one cluster, amqp://user:password@rabbit-0:5672,rabbit-1:5672/.")
-        self.problems.extend(tls_problems(value, name))
-        return value
-
-    def check(self) -> None:
-        if self.problems:
-            raise SettingsError(self.problems)
-
-
-def redact_url(url: str) -> str:
-    """An AMQP URL with its password replaced, for logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    return f"{scheme}{sep}{user}:***@{rest[len(userinfo) + 1:]}" if sep and at and colon and password else url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

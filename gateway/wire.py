@@ -1,16 +1,24 @@
 """The wire contract shared by the gateway, the reconciler and the consumers (standard library only).
 
 Everything a message on `tradevine.events` carries is named here once: the exchange, the routing
-keys, the header names, the sources and the event-code table. Consumers import this module without
-loading Starlette or aio-pika.
+keys, the header names, the sources and the event-code table; so is what every command reads its
+settings with (`EnvReader`, `redact_url`, `port_in_use`) and its one error (`SettingsError`). Consumers
+import this module without loading Starlette or aio-pika; it imports only the standard library and
+the gateway's other standard-library-only modules (errors, amqp_addresses, amqp_tls).
 """
 
 from __future__ import annotations
 
+import errno
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
+
+from gateway.amqp_addresses import AddressError, split_addresses
+from gateway.amqp_tls import tls_problems
+from gateway.errors import SettingsError as SettingsError  # the one settings error, consumers' too
 
 EXCHANGE: Final = "tradevine.events"
 CONTENT_TYPE: Final = "application/json"
@@ -183,3 +191,121 @@ def model_of(routing_key_: str) -> str | None:
     """`product` or `sales_order` for keys of those streams, else None."""
     head = routing_key_.split(".", 1)[0]
     return head if head in ("product", "sales_order") else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings: the reader every command reads its environment with, and its one error
+
+
+T = TypeVar("T")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def port_in_use(host: str, port: int, variable: str) -> str | None:
+    """A one-line problem when `host:port` cannot be bound (taken, or not an address here), else None.
+
+    Checked before starting, so a second `make run` says which variable moves the port instead of
+    printing a traceback. SO_REUSEADDR as the servers set it: a socket in TIME_WAIT is no conflict."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"{host!r} is not an address to listen on ({exc.strerror or exc}); use 127.0.0.1 or 0.0.0.0."
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"{variable}={port}: {host}:{port} is already in use; stop what listens there "
+                        f"or choose another port, e.g. {variable}={port + 10}.")
+            return f"{variable}={port}: cannot listen on {host}:{port} ({exc.strerror or exc})."
+    return None
+
+
+class EnvReader:
+    """Reads typed values from a mapping and collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def log_level(self, name: str, default: str = "info") -> str:
+        level = self.text(name, default).lower()
+        if level not in LOG_LEVELS:
+            self.problems.append(f"{name}={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}.")
+            return default
+        return level
+
+    def required(self, name: str, fix: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is not set; {fix}")
+            return ""
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int, example: int) -> int:
+        return self._ranged(name, default, int, "an integer", low, high, example)
+
+    def number(self, name: str, default: float, *, low: float, high: float, example: float) -> float:
+        return self._ranged(name, default, float, "a number of seconds", low, high, example)
+
+    def _ranged(self, name: str, default: T, parse: Callable[[str], T], kind: str,
+                low: T, high: T, example: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = parse(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not {kind}; try {example}.")
+            return default
+        if not low <= parsed <= high:  # type: ignore[operator]
+            self.problems.append(f"{name}={value!r} is outside {low}..{high}; try {example}.")
+            return default
+        return parsed
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        self.problems.append(f"{name}={value!r} is not a boolean; use true or false.")
+        return default
+
+    def amqp_url(self, name: str = "AMQP_URL") -> str:
+        value = self.text(name, "amqp://guest:guest@localhost:5672/")
+        try:
+            split_addresses(value)
+        except AddressError as exc:
+            self.problems.append(
+                f"{name}={redact_url(value)!r} is not an AMQP URL: it {exc}; try amqp://user:password@rabbitmq:5672/ "
+                "or, for several nodes of one cluster, amqp://user:password@rabbit-0:5672,rabbit-1:5672/.")
+        self.problems.extend(tls_problems(value, name))
+        return value
+
+    def check(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+def redact_url(url: str) -> str:
+    """An AMQP URL with its password replaced, for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{rest[len(userinfo) + 1:]}" if sep and at and colon and password else url

@@ -52,7 +52,7 @@ from consumers.store.base import (
     pending,
     utc_now,
 )
-from gateway.settings import redact_url
+from gateway.wire import redact_url
 
 # Both guards in one statement (one round trip), for an event that names an entity and has a date:
 # `seen` (committed before this statement), `moved` (unless seen: the entity's row, locked until COMMIT,

@@ -16,7 +16,7 @@ py=.venv/bin/python
 # Every port free before anything starts; a taken one is named with the variable that moves it.
 if ! "$py" - "$GATEWAY_PORT" "$inventory_port" "$orders_port" <<'PY'
 import sys
-from gateway.settings import port_in_use
+from gateway.wire import port_in_use
 names = ("GATEWAY_PORT", "INVENTORY_HTTP_PORT", "ORDERS_HTTP_PORT")
 problems = []
 for name, text in zip(names, sys.argv[1:]):

@@ -31,7 +31,7 @@ from gateway.reconcile.run import (
 )
 from gateway.reconcile.settings import ReconcilerSettings
 from gateway.reconcile.window import Window, parse_duration, parse_time
-from gateway.settings import redact_url
+from gateway.wire import redact_url
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from gateway import message
 from gateway.errors import ApiAuthError, ApiError
-from gateway.settings import EnvReader
+from gateway.wire import EnvReader
 
 DEFAULT_API_BASE: Final = "https://api.tradevine.com"
 MAX_PAGE_SIZE: Final = 499

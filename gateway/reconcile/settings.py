@@ -10,7 +10,7 @@ from gateway import wire
 from gateway.reconcile.client import ApiSettings
 from gateway.reconcile.publish import UPDATED_KEYS, Model, updated_code
 from gateway.reconcile.window import parse_utc_offset
-from gateway.settings import EnvReader
+from gateway.wire import EnvReader
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,3 +24,12 @@ def test_importing_the_author_api_loads_neither_aio_pika_nor_starlette() -> None
             "print(sorted(m for m in ('aio_pika', 'aiormq', 'starlette', 'uvicorn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_author_api_takes_from_the_gateway_only_the_wire_contract_and_json_parsing() -> None:
+    code = ("import sys, consumers, consumers.testing, consumers.services.inventory, consumers.services.orders; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gateway'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # gateway.wire and the standard-library-only modules it stands on; gateway.message for exact big integers.
+    assert done.stdout.strip() == str(["gateway", "gateway.amqp_addresses", "gateway.amqp_tls", "gateway.errors",
+                                       "gateway.message", "gateway.wire"])

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.amqp_addresses import AddressError, split_addresses
 from gateway.errors import SettingsError
-from gateway.settings import GatewaySettings, redact_url
+from gateway.settings import GatewaySettings
+from gateway.wire import redact_url
 
 
 def test_one_address_is_the_url_itself() -> None:

@@ -22,7 +22,7 @@ from gateway.reconcile.client import (
     api_time,
     retry_after_seconds,
 )
-from gateway.settings import EnvReader
+from gateway.wire import EnvReader
 
 BIG_ID = 3479979772659009354  # above 2**53: a float would change it
 
