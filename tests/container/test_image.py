@@ -1,4 +1,5 @@
-"""The project's own image, run as the Kubernetes manifests run it, beside a RabbitMQ container.
+"""The project's own image, run as the Kubernetes manifests run it, beside a RabbitMQ container (testcontainers:
+`DockerContainer` and `Network` for the image, `RabbitMqContainer` for the broker).
 
 Each workload is started with the command, args, environment (the ConfigMap it reads, its own values,
 and test values for exactly the variables it takes from Secrets), user, read-only root filesystem and
@@ -35,6 +36,9 @@ import aio_pika
 import orjson
 import psycopg
 import pytest
+from testcontainers.community.rabbitmq import RabbitMqContainer
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
 
 from gateway import sample, signature, wire
 from gateway.publisher import declare_topology
@@ -48,6 +52,7 @@ pytestmark = pytest.mark.container
 # Set by `make container-test` right after `make image`, so an image left over from older code is never tested.
 IMAGE = os.environ.get("IMAGE", "")
 RABBITMQ_IMAGE = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
+
 SECRET = "container-test-secret"
 HEADER_VALUE = "container-test-header-value"
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -72,14 +77,15 @@ def docker(*args: str, check: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Stack:
-    network: str
-    broker: str  # the RabbitMQ container, `rabbitmq` on the network
+    network: Network
+    broker: RabbitMqContainer  # `rabbitmq` on the network
     host_amqp_url: str  # the broker from the host, for declaring and reading queues
     host_address: str  # the host on the network (its gateway): where containers reach a server of the test
     amqp_url: str = "amqp://guest:guest@rabbitmq:5672/"
 
     def rabbitmqctl(self, *args: str) -> None:
-        docker("exec", self.broker, "rabbitmqctl", *args)
+        code, output = self.broker.exec(["rabbitmqctl", *args])
+        assert code == 0, output
 
 
 class Running:
@@ -92,42 +98,48 @@ class Running:
         unknown = set(overrides) - workload.env_names
         assert not unknown, f"variables the manifest does not set: {unknown}"
         self.env = {**workload.env, **secrets, **overrides}
-        args = ["run", "-d", "--name", self.name, "--network", stack.network,
-                "--user", str(workload.user), "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-        if workload.read_only:
-            args.append("--read-only")
-        for mount in tmpfs(workload):
-            args += ["--tmpfs", mount]
+        self.container = (
+            DockerContainer(IMAGE).with_name(self.name).with_network(stack.network)
+            .with_command(list(workload.command)).with_envs(**self.env)
+            .with_kwargs(user=str(workload.user), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                         read_only=workload.read_only))
+        for mount in tmpfs(workload):  # `path:options`, as `docker run --tmpfs` takes it
+            path, _, options = mount.partition(":")
+            self.container.with_tmpfs_mount(path, options)
         for port in workload.ports.values():
-            args += ["-p", f"127.0.0.1::{port}"]
-        for key, value in self.env.items():
-            args += ["-e", f"{key}={value}"]
-        docker(*args, IMAGE, *workload.command)
+            self.container.with_exposed_ports(port)
+        self.container.start()
 
     def url(self, port: int) -> str:
-        return f"http://{docker('port', self.name, str(port)).split()[0]}"
+        return f"http://{self.container.get_container_host_ip()}:{self.container.get_exposed_port(port)}"
 
     def logs(self) -> str:
-        done = subprocess.run(["docker", "logs", self.name], capture_output=True, text=True, check=False)
-        return done.stdout + done.stderr
+        out, err = self.container.get_logs()
+        return out.decode(errors="replace") + err.decode(errors="replace")
 
     def stop(self) -> tuple[int, float]:
         """`docker stop` with the manifest's grace period: the exit code and the seconds it took."""
         started = time.monotonic()
-        docker("stop", "-t", str(self.workload.grace_seconds), self.name)
+        self.container.get_wrapped_container().stop(timeout=self.workload.grace_seconds)
         return self.exit_code(), time.monotonic() - started
 
     def wait(self, timeout: float) -> int:
         """The exit code of a container that ends by itself (a job), within `timeout` seconds."""
-        eventually(lambda: docker("inspect", self.name, "--format", "{{.State.Status}}") == "exited",
+        eventually(lambda: self.state()["Status"] == "exited",
                    f"{self.workload.name} exits\n{self.logs()[-3000:]}", timeout)
         return self.exit_code()
 
+    def state(self) -> dict[str, object]:
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        found: dict[str, object] = wrapped.attrs["State"]
+        return found
+
     def exit_code(self) -> int:
-        return int(docker("inspect", self.name, "--format", "{{.State.ExitCode}}"))
+        return int(str(self.state()["ExitCode"]))
 
     def remove(self) -> None:
-        docker("rm", "-f", self.name, check=False)
+        self.container.stop()  # testcontainers' stop removes the container
 
 
 def get(url: str) -> tuple[int, str]:
@@ -210,20 +222,18 @@ def manifests() -> dict[str, Workload]:
 def stack() -> Iterator[Stack]:
     if (reason := _docker_ok()) is not None:
         pytest.skip(reason)
-    network = f"tvg-test-{uuid.uuid4().hex[:8]}"
-    docker("network", "create", network)
-    broker = f"tvg-rabbitmq-{uuid.uuid4().hex[:6]}"
-    docker("run", "-d", "--name", broker, "--network", network, "--network-alias", "rabbitmq",
-           "-p", "127.0.0.1::5672", RABBITMQ_IMAGE)
+    network = Network().create()
+    broker = RabbitMqContainer(RABBITMQ_IMAGE).with_network(network).with_network_aliases("rabbitmq")
     try:
-        eventually(lambda: "Server startup complete" in docker("logs", broker, check=False), "RabbitMQ started")
+        broker.start()  # returns once a client can connect
+        params = broker.get_connection_params()
         yield Stack(network=network, broker=broker,
-                    host_amqp_url=f"amqp://guest:guest@{docker('port', broker, '5672').split()[0]}/",
-                    host_address=docker("network", "inspect", network, "--format",
+                    host_amqp_url=f"amqp://guest:guest@{params.host}:{params.port}/",
+                    host_address=docker("network", "inspect", network.name, "--format",
                                         "{{(index .IPAM.Config 0).Gateway}}"))
     finally:
-        docker("rm", "-f", broker, check=False)
-        docker("network", "rm", network, check=False)
+        broker.stop()
+        network.remove()
 
 
 def test_gateway_and_both_consumers_run_as_the_manifests_say_and_events_reach_both(
