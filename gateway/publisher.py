@@ -155,6 +155,7 @@ class AmqpPublisher:
         self._renewing: set[int] = set()  # positions in _channels whose channel is being replaced
         self._renewals: set[asyncio.Task[None]] = set()
         self.renewed = 0  # channels replaced after a nack
+        self.reconnects = 0  # connections restored after a loss
         self.last_error: str | None = None  # why the last connection attempt failed, in one line
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -196,9 +197,22 @@ class AmqpPublisher:
         except BaseException:
             await connection.close()
             raise
+        # Which node the connection is on now, and when it was lost: a node loss reads as lost → reconnected.
+        connection.close_callbacks.add(self._connection_lost)
+        connection.reconnect_callbacks.add(self._reconnected)
         self._connection, self._channels, self.last_error = connection, channels, None
         self._next = itertools.cycle(range(len(channels))).__next__
         log.info("broker_connected", extra={"url": redact_url(self.url), "exchange": self.exchange_name})
+
+    def _connection_lost(self, connection: object, exc: BaseException | None = None) -> None:
+        # None or CancelledError: closed on purpose (shutting down), not lost.
+        if self._connection is connection and exc is not None and not isinstance(exc, asyncio.CancelledError):
+            log.warning("broker_connection_lost", extra={"url": redact_url(str(getattr(connection, "url", ""))),
+                                                         "error": connect_error_text(exc)})
+
+    def _reconnected(self, connection: object) -> None:
+        self.reconnects += 1
+        log.warning("broker_reconnected", extra={"url": redact_url(str(getattr(connection, "url", "")))})
 
     def ready(self) -> bool:
         connection = self._connection

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -101,3 +102,37 @@ async def test_a_lost_connection_reconnects_to_the_next_address(amqp_url: str) -
     finally:
         await connection.close()
         await second.kill()
+
+
+async def test_the_publisher_logs_the_loss_and_the_address_it_reconnected_to(
+        amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    parts = urlsplit(amqp_url)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+    first, second = Relay(target), Relay(target)
+    await first.start()
+    await second.start()
+    url = _with_hosts(amqp_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
+    exchange = f"test.addresses.{unique}"
+    publisher = AmqpPublisher(url, exchange=exchange, timeout=3.0, reconnect_interval=0.2)
+    caplog.set_level(logging.INFO, logger="gateway.publisher")
+    await publisher.start()
+    try:
+        await first.kill()
+        async with asyncio.timeout(10):
+            while not (publisher.reconnects and publisher.ready()):
+                await asyncio.sleep(0.05)
+        await publisher.publish(Outgoing(body=b"{}", routing_key="product.created", headers={},
+                                         message_id=unique, timestamp=datetime.now(UTC)))
+        assert publisher.reconnects == 1
+    finally:
+        await publisher.close()  # closing on purpose is not a loss
+        await second.kill()
+        async with await aio_pika.connect(amqp_url) as connection:
+            channel = await connection.channel()
+            await channel.exchange_delete(exchange)
+            await channel.queue_delete(wire.unrouted_name(exchange))
+            await channel.exchange_delete(wire.unrouted_name(exchange))
+    events = [(r.msg, getattr(r, "url", "")) for r in caplog.records if r.name == "gateway.publisher"
+              and r.msg in ("broker_connection_lost", "broker_reconnected")]
+    assert events == [("broker_connection_lost", f"amqp://{parts.username}:***@127.0.0.1:{first.port}/"),
+                      ("broker_reconnected", f"amqp://{parts.username}:***@127.0.0.1:{second.port}/")]
