@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 LABELS: Final[Mapping[Model, str]] = {"product": "products", "sales_order": "sales orders"}
+CONFIRM_GRACE: Final = 2.0  # seconds a publish in flight at SIGTERM may still take to be confirmed
 
 
 @dataclass(slots=True)
@@ -35,6 +36,9 @@ class ModelStats:
     in_window: int = 0
     published: int = 0
     undated: int = 0
+
+    def count_published(self) -> None:
+        self.published += 1
 
 
 @dataclass(slots=True)
@@ -107,6 +111,24 @@ async def _reconcile(client: TradevineClient, publisher: Publisher | None, *, se
                                                "tradevine.published": stats.published})
 
 
+async def _completed(publishing: Awaitable[None], count: Callable[[], None]) -> None:
+    """Await a publish and `count()` it once confirmed. Cancelled meanwhile (SIGTERM), the publish in flight
+    may already be in the broker's queue: it gets CONFIRM_GRACE seconds to be confirmed, so the summary
+    counts what was published; then the cancellation goes on."""
+    task = asyncio.ensure_future(publishing)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task], timeout=CONFIRM_GRACE)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            count()
+        else:
+            task.cancel()
+        raise
+    count()
+
+
 async def _reconcile_model(client: TradevineClient, publisher: Publisher | None, model: Model, *,
                            settings: ReconcilerSettings, window: Window, low: datetime, high: datetime, size: int,
                            summary: Summary, progress: Progress, now: Callable[[], datetime],
@@ -134,11 +156,11 @@ async def _reconcile_model(client: TradevineClient, publisher: Publisher | None,
                     if tracer is None:
                         message = outgoing(model, obj, code=code, table=settings.event_types,
                                            received_at=now())
-                        await publish_confirmed(publisher, message, sleep)
+                        publishing = publish_confirmed(publisher, message, sleep)
                     else:
-                        await _publish_traced(tracer, publisher, model, obj, code=code, settings=settings,
-                                              received_at=now(), sleep=sleep)
-                    stats.published += 1
+                        publishing = _publish_traced(tracer, publisher, model, obj, code=code, settings=settings,
+                                                     received_at=now(), sleep=sleep)
+                    await _completed(publishing, stats.count_published)
             progress(model, page, size, stats)
     finally:
         summary.api_calls, summary.api_retries = client.calls, client.retries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import io
 import re
@@ -20,6 +21,7 @@ from prometheus_client import generate_latest
 
 from gateway import wire
 from gateway.errors import BrokerUnavailable, SettingsError
+from gateway.message import Outgoing
 from gateway.publisher import InMemoryPublisher
 from gateway.reconcile import cli as reconcile_cli
 from gateway.reconcile.client import Page, RateLimiter, TradevineClient
@@ -367,6 +369,40 @@ async def test_a_broker_failure_is_retried_then_raised() -> None:
     async with client:
         with pytest.raises(BrokerUnavailable, match="nacked"):
             await reconcile(client, publisher, settings=settings, window=WINDOW, sleep=fake.sleep)
+
+
+class ConfirmHeld(InMemoryPublisher):
+    """The broker has the message, its confirm is on the way: each publish waits for `confirm`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting, self.confirm = asyncio.Event(), asyncio.Event()
+
+    async def publish(self, message: Outgoing) -> None:
+        self.waiting.set()
+        await self.confirm.wait()
+        await super().publish(message)
+
+
+async def test_sigterm_while_a_publish_awaits_its_confirm_counts_it_once_confirmed_then_stops() -> None:
+    """The summary says how many messages are in the broker: one confirmed after the signal counts too."""
+    settings = ReconcilerSettings.from_environ(ENV)
+    fake, publisher = FakeTime(), ConfirmHeld()
+    summary = Summary(window=WINDOW, models=MODELS, dry_run=False, exchange="tradevine.events")
+    client = TradevineClient(settings.api, transport=httpx.MockTransport(api(PRODUCTS, [], [])),
+                             limiter=RateLimiter(60, clock=fake.clock, sleep=fake.sleep), sleep=fake.sleep)
+    async with client:
+        run = asyncio.create_task(reconcile(client, publisher, settings=settings, window=WINDOW,
+                                            sleep=fake.sleep, summary=summary))
+        await publisher.waiting.wait()
+        run.cancel()  # what SIGTERM does
+        await asyncio.sleep(0)
+        assert not run.done()  # still waiting for the confirm
+        publisher.confirm.set()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    assert len(publisher.messages) == 1
+    assert summary.stats["product"].published == 1
 
 
 # -- output -------------------------------------------------------------------------------------------
