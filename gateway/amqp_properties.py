@@ -11,7 +11,7 @@ from gateway.message import Outgoing
 
 
 def amqp_properties(message: Outgoing) -> Basic.Properties:
-    """The AMQP properties of `message` (what `publisher.amqp_message` carries, without aio-pika's Message)."""
+    """The AMQP properties of `message`, as the gateway publishes it (without aio-pika's Message)."""
     return GatewayProperties(
         content_type=message.content_type,
         headers=dict(message.headers),

@@ -122,19 +122,6 @@ def fitting_properties(message: Outgoing, max_payload: int) -> Basic.Properties:
     return properties
 
 
-def amqp_message(message: Outgoing) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=message.body,
-        headers=dict(message.headers),
-        content_type=message.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.routing_key,
-        app_id=message.app_id,
-    )
-
-
 class AmqpPublisher:
     """Publishes with confirms over a robust connection; declares the topology at start."""
 

@@ -50,7 +50,8 @@ from consumers.services.inventory import inventory
 from consumers.settings import ConsumerSettings
 from consumers.topology import declare
 from gateway import message, sample, wire
-from gateway.publisher import amqp_message, ensure_topology
+from gateway.amqp_properties import amqp_properties
+from gateway.publisher import ensure_topology
 
 KEYS = ("product.created", "product.updated", "product.inventory.warehouse_stock_updated",
         "product.inventory.ats_updated", "product.updated", "product.inventory.ats_updated", "product.deleted")
@@ -78,10 +79,12 @@ async def publish(url: str, exchange: str, outgoing: list[message.Outgoing], *, 
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        target = channel.default_exchange if queue else await channel.get_exchange(exchange, ensure=False)
+        underlay = await channel.get_underlay_channel()
         started = time.perf_counter()
-        for offset in range(0, len(outgoing), 500):
-            await asyncio.gather(*(target.publish(amqp_message(m), queue or m.routing_key, mandatory=True)
+        for offset in range(0, len(outgoing), 500):  # with the gateway's own properties
+            await asyncio.gather(*(underlay.basic_publish(m.body, exchange="" if queue else exchange,
+                                                          routing_key=queue or m.routing_key,
+                                                          properties=amqp_properties(m), mandatory=True)
                                    for m in outgoing[offset:offset + 500]))
         return time.perf_counter() - started
 

@@ -24,7 +24,7 @@ from consumers import Consumer, ConsumerSettings
 from consumers.runner import Runner
 from gateway import message as gateway_message
 from gateway import sample, wire
-from gateway.publisher import amqp_message, declare_topology
+from gateway.publisher import declare_topology
 
 APP = "tests.integration.consumer_apps:probe"  # the probe consumer, steered by files
 T0 = datetime(2025, 3, 18, 21, 0, tzinfo=UTC)
@@ -72,6 +72,20 @@ def outgoing(payload: Mapping[str, Any] | bytes, *, routing_key: str | None = No
     app_id = wire.APP_ID_RECONCILER if source == wire.SOURCE_RECONCILIATION else wire.APP_ID_GATEWAY
     return gateway_message.build(raw, table=wire.EVENT_TYPES, received_at=datetime.now(UTC),
                                  source=source, app_id=app_id, routing_key=routing_key)
+
+
+def amqp_message(message: gateway_message.Outgoing) -> aio_pika.Message:
+    """`message` as an aio-pika Message with the properties the gateway gives it."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=dict(message.headers),
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.routing_key,
+        app_id=message.app_id,
+    )
 
 
 class Broker:
