@@ -134,5 +134,6 @@ async def test_the_publisher_logs_the_loss_and_the_address_it_reconnected_to(
             await channel.exchange_delete(wire.unrouted_name(exchange))
     events = [(r.msg, getattr(r, "url", "")) for r in caplog.records if r.name == "gateway.publisher"
               and r.msg in ("broker_connection_lost", "broker_reconnected")]
-    assert events == [("broker_connection_lost", f"amqp://{parts.username}:***@127.0.0.1:{first.port}/"),
-                      ("broker_reconnected", f"amqp://{parts.username}:***@127.0.0.1:{second.port}/")]
+    path = parts.path or "/"  # the vhost as the URL names it (`/` or `/%2F`)
+    assert events == [("broker_connection_lost", f"amqp://{parts.username}:***@127.0.0.1:{first.port}{path}"),
+                      ("broker_reconnected", f"amqp://{parts.username}:***@127.0.0.1:{second.port}{path}")]
