@@ -142,6 +142,15 @@ class Running:
         self.container.stop()  # testcontainers' stop removes the container
 
 
+def stop_cleanly(running: list[Running]) -> None:
+    """`docker stop` each: exit 0 within the manifest's grace period, no traceback logged."""
+    for one in running:
+        code, seconds = one.stop()
+        assert code == 0, (one.workload.name, code, one.logs()[-2000:])
+        assert seconds < one.workload.grace_seconds, (one.workload.name, seconds)
+        assert "Traceback" not in one.logs()
+
+
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -253,11 +262,7 @@ def test_gateway_and_both_consumers_run_as_the_manifests_say_and_events_reach_bo
                    "inventory applied both product events")
         eventually(lambda: applied(get(orders.url(8081) + "/metrics")[1], "orders") == 2,
                    "orders applied both sales-order events")
-        for one in running:
-            code, seconds = one.stop()
-            assert code == 0, (one.workload.name, code, one.logs()[-2000:])
-            assert seconds < one.workload.grace_seconds, (one.workload.name, seconds)
-            assert "Traceback" not in one.logs()
+        stop_cleanly(running)
     finally:
         for one in running:
             one.remove()
@@ -387,11 +392,7 @@ def test_the_prod_consumers_keep_their_state_in_postgresql_two_inventory_replica
                                 for schema in ("inventory", "orders")]
             assert (stored_products, stored_orders) == (products, orders_sent)
             assert applied_rows == [(len(products),), (len(orders_sent),)]
-            for one in running:
-                code, seconds = one.stop()
-                assert code == 0, (one.workload.name, code, one.logs()[-2000:])
-                assert seconds < one.workload.grace_seconds, (one.workload.name, seconds)
-                assert "Traceback" not in one.logs()
+            stop_cleanly(running)
         finally:
             for one in running:
                 one.remove()

@@ -25,6 +25,16 @@ def _with_hosts(url: str, *hosts: str) -> str:
     return f"{parts.scheme}://{userinfo}@{','.join(hosts)}{parts.path or '/'}"
 
 
+async def two_relays(amqp_url: str) -> tuple[Relay, Relay, str]:
+    """Two relays to the broker, started, and an AMQP_URL naming both (the first first)."""
+    parts = urlsplit(amqp_url)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+    first, second = Relay(target), Relay(target)
+    await first.start()
+    await second.start()
+    return first, second, _with_hosts(amqp_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
+
+
 class Relay:
     """A TCP relay to the broker standing in for one cluster node: `kill()` drops it and its connections."""
 
@@ -84,12 +94,7 @@ async def test_a_dead_first_address_still_connects_and_publishes(amqp_url: str, 
 
 
 async def test_a_lost_connection_reconnects_to_the_next_address(amqp_url: str) -> None:
-    parts = urlsplit(amqp_url)
-    target = (parts.hostname or "127.0.0.1", parts.port or 5672)
-    first, second = Relay(target), Relay(target)
-    await first.start()
-    await second.start()
-    url = _with_hosts(amqp_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
+    first, second, url = await two_relays(amqp_url)
     connection = await amqp_addresses.connect_robust(url, reconnect_interval=0.2)
     try:
         assert (first.accepted, second.accepted) == (1, 0)
@@ -106,12 +111,8 @@ async def test_a_lost_connection_reconnects_to_the_next_address(amqp_url: str) -
 
 async def test_the_publisher_logs_the_loss_and_the_address_it_reconnected_to(
         amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    first, second, url = await two_relays(amqp_url)
     parts = urlsplit(amqp_url)
-    target = (parts.hostname or "127.0.0.1", parts.port or 5672)
-    first, second = Relay(target), Relay(target)
-    await first.start()
-    await second.start()
-    url = _with_hosts(amqp_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
     exchange = f"test.addresses.{unique}"
     publisher = AmqpPublisher(url, exchange=exchange, timeout=3.0, reconnect_interval=0.2)
     caplog.set_level(logging.INFO, logger="gateway.publisher")
