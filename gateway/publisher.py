@@ -260,22 +260,22 @@ class AmqpPublisher:
     async def _replace(self, position: int, channel: AbstractRobustChannel,
                        connection: AbstractRobustConnection) -> None:
         try:
-            fresh = await asyncio.wait_for(
-                connection.channel(publisher_confirms=True, on_return_raises=True), self.timeout)
-        except Exception as exc:  # the connection is going: its reconnect brings the channels back
-            log.warning("channel_renew_failed", extra={"error": connect_error_text(exc)})
+            try:
+                fresh = await asyncio.wait_for(
+                    connection.channel(publisher_confirms=True, on_return_raises=True), self.timeout)
+            except Exception as exc:  # the connection is going: its reconnect brings the channels back
+                log.warning("channel_renew_failed", extra={"error": connect_error_text(exc)})
+                return
+            if self._connection is not connection or position >= len(self._channels) \
+                    or self._channels[position] is not channel:
+                await fresh.close()  # the publisher reconnected or closed meanwhile
+                return
+            self._channels[position] = fresh
+            self.renewed += 1
+            log.warning("channel_renewed", extra={"reason": "message nacked by the broker", "channel": position})
+            await asyncio.sleep(RENEW_SPACING)  # a nack storm renews a channel at most this often
+        finally:  # also when cancelled (the publisher closing): the position can be renewed again
             self._renewing.discard(position)
-            return
-        if self._connection is not connection or position >= len(self._channels) \
-                or self._channels[position] is not channel:
-            self._renewing.discard(position)
-            await fresh.close()  # the publisher reconnected or closed meanwhile
-            return
-        self._channels[position] = fresh
-        self.renewed += 1
-        log.warning("channel_renewed", extra={"reason": "message nacked by the broker", "channel": position})
-        await asyncio.sleep(RENEW_SPACING)  # a nack storm renews a channel at most this often
-        self._renewing.discard(position)
         await asyncio.sleep(self.timeout)  # the old channel's confirms in flight come in, or time out
         with contextlib.suppress(Exception):
             await channel.close()
@@ -286,8 +286,10 @@ class AmqpPublisher:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
-        for task in list(self._renewals):
+        renewals = list(self._renewals)
+        for task in renewals:
             task.cancel()
+        await asyncio.gather(*renewals, return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.timeout)
         if self._connection is not None:

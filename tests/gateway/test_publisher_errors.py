@@ -173,3 +173,22 @@ def test_properties_past_the_frame_max_go_without_the_payload_headers() -> None:
                            wire.H_TRUNCATED: f"{wire.H_EVENT_DATE},{wire.H_EVENT_KEY}"}
     with pytest.raises(FrameTooLarge):
         fitting_properties(outgoing, 100)
+
+
+async def test_close_while_a_nacked_channel_is_being_replaced_leaves_no_renewal_behind() -> None:
+    """The replacement channel is still being opened when the publisher closes: the renewal is cancelled
+    there, and its position is free again (a later nack may renew it)."""
+    publisher, _ = publisher_with(aiormq.exceptions.DeliveryError(None, None))  # type: ignore[arg-type]
+    opening = asyncio.Event()
+
+    async def channel(**_: Any) -> None:
+        opening.set()
+        await asyncio.Event().wait()  # never opens
+
+    publisher._connection.channel = channel  # type: ignore[union-attr]
+    with pytest.raises(BrokerUnavailable, match="nacked"):
+        await publisher.publish(OUTGOING)
+    await opening.wait()
+    assert publisher._renewing == {0}
+    await publisher.close()
+    assert publisher._renewing == set() and not publisher._renewals
