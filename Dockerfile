@@ -20,7 +20,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY build/image/wheels/ /wheels/
 
-# With the `postgres` extra (asyncpg): consumers may keep their state in PostgreSQL (CONSUMER_DATABASE);
+# With the `postgres` extra (psycopg): consumers may keep their state in PostgreSQL (CONSUMER_DATABASE);
 # with `otel`: tracing, when the OTEL_* variables turn it on.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir --no-index --find-links /wheels \

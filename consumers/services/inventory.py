@@ -58,11 +58,11 @@ async def mark_deleted(event: Event, tx: Transaction) -> None:
     if event.product is not None:
         await upsert_product(tx, event, event.product)
     else:
-        await tx.execute(
+        await tx.write(
             "INSERT INTO products (organisation_id, product_id, last_event_date, last_routing_key, "
             "last_source) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (organisation_id, product_id, event.event_date_text, event.routing_key, event.source))
-    await tx.execute("UPDATE products SET is_deleted = 1, last_event_date = ?, last_routing_key = ? "
+    await tx.write("UPDATE products SET is_deleted = 1, last_event_date = ?, last_routing_key = ? "
                      "WHERE organisation_id = ? AND product_id = ?",
                      (event.event_date_text, event.routing_key, organisation_id, product_id))
 
@@ -77,7 +77,7 @@ async def record_product(event: Event, tx: Transaction) -> None:
 async def upsert_product(tx: Transaction, event: Event, product: Mapping[str, object]) -> None:
     """The product's latest state; `is_deleted` is left as it is (only product.deleted sets it)."""
     organisation_id, product_id = _key(event)
-    await tx.execute(
+    await tx.write(
         "INSERT INTO products (organisation_id, product_id, code, name, quantity_in_stock, "
         "quantity_available_to_sell, quantity_available_to_ship, is_archived, modified_date, "
         "last_event_date, last_routing_key, last_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -95,9 +95,9 @@ async def upsert_product(tx: Transaction, event: Event, product: Mapping[str, ob
     warehouses = product.get("PerWarehouseInventory")
     if not isinstance(warehouses, list):
         return  # absent: keep what we know
-    await tx.execute("DELETE FROM product_warehouse_stock WHERE organisation_id = ? AND product_id = ?",
+    await tx.write("DELETE FROM product_warehouse_stock WHERE organisation_id = ? AND product_id = ?",
                      (organisation_id, product_id))
-    await tx.executemany(
+    await tx.write_many(
         "INSERT INTO product_warehouse_stock (organisation_id, product_id, warehouse_id, "
         "warehouse_code, quantity_in_stock, quantity_available_to_sell, quantity_available_to_ship) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (organisation_id, product_id, warehouse_id) DO UPDATE SET "

@@ -67,7 +67,7 @@ async def record_order(event: Event, tx: Transaction) -> None:
     if order is None or order_id is None:
         raise Permanent(f"{event.routing_key} {event.message_id[:12]} has no SalesOrder")
     org = event.organisation_id or ""
-    await tx.execute(
+    await tx.write(
         "INSERT INTO orders (organisation_id, sales_order_id, order_number, status, customer_reference, "
         "grand_total, created_date, modified_date, completed_date, last_event_date, last_routing_key, "
         "last_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -82,9 +82,9 @@ async def record_order(event: Event, tx: Transaction) -> None:
          scalar_text(order.get("CreatedDate")), scalar_text(order.get("ModifiedDate")),
          scalar_text(order.get("CompletedDate")), event.event_date_text, event.routing_key, event.source))
     if "SalesOrderLines" in order:  # the payload is the full order: replace what we had
-        await tx.execute("DELETE FROM order_lines WHERE organisation_id = ? AND sales_order_id = ?",
+        await tx.write("DELETE FROM order_lines WHERE organisation_id = ? AND sales_order_id = ?",
                          (org, order_id))
-        await tx.executemany(
+        await tx.write_many(
             "INSERT INTO order_lines (organisation_id, sales_order_id, line_id, line_number, "
             "product_id, code, name, quantity, line_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (organisation_id, sales_order_id, line_id) DO UPDATE SET "
@@ -96,9 +96,9 @@ async def record_order(event: Event, tx: Transaction) -> None:
              for line in _items(order.get("SalesOrderLines"))
              if (line_id := id_text(line.get("SalesOrderLineID"))) is not None])
     if "PackLists" in order:
-        await tx.execute("DELETE FROM shipments WHERE organisation_id = ? AND sales_order_id = ?",
+        await tx.write("DELETE FROM shipments WHERE organisation_id = ? AND sales_order_id = ?",
                          (org, order_id))
-        await tx.executemany(
+        await tx.write_many(
             "INSERT INTO shipments (organisation_id, sales_order_id, pack_list_id, "
             "pack_list_number, status, shipped_date, courier, tracking_reference) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (organisation_id, sales_order_id, pack_list_id) "

@@ -59,7 +59,7 @@ def is_postgres_url(database: str) -> bool:
 
 
 def __getattr__(name: str) -> Any:
-    # PostgresStore needs asyncpg (the `postgres` extra): imported only when asked for.
+    # PostgresStore needs psycopg (the `postgres` extra): imported only when asked for.
     if name == "PostgresStore":
         from consumers.store.postgres import PostgresStore
 

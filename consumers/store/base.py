@@ -62,7 +62,17 @@ def guarded(event: Event) -> bool:
 class Transaction(Protocol):
     """What a handler gets: SQL on the consumer's database, inside the event's transaction.
 
-    Placeholders are `?` on every store (PostgreSQL's are adapted), so a handler is written once."""
+    Placeholders are `?` on every store (PostgreSQL's are adapted), so a handler is written once.
+
+    `write` and `write_many` are for statements whose answer the handler does not need (most writes): on
+    PostgreSQL they are sent without waiting, to be answered together at the batch's end, which saves a
+    round trip each; an error in one still fails its own event (the store applies the batch again, one
+    event at a time, to find it). `execute` returns the row count, so it waits for the answer.
+    On SQLite both run at once."""
+
+    async def write(self, sql: str, params: Params = ()) -> None: ...
+
+    async def write_many(self, sql: str, rows: Iterable[Params]) -> None: ...
 
     async def execute(self, sql: str, params: Params = ()) -> int: ...
 

@@ -11,6 +11,12 @@ from consumers.store.base import Params, Row, Verdict, Work, is_stale
 
 
 class _MemoryTransaction:
+    async def write(self, sql: str, params: Params = ()) -> None:
+        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
+
+    async def write_many(self, sql: str, rows: Iterable[Params]) -> None:
+        raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
+
     async def execute(self, sql: str, params: Params = ()) -> int:
         raise UnsupportedOperation("MemoryStore has no SQL; use SqliteStore (CONSUMER_DATABASE).")
 

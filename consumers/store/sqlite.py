@@ -57,6 +57,12 @@ class _SqliteTransaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
+    async def write(self, sql: str, params: Params = ()) -> None:
+        self._connection.execute(sql, params)
+
+    async def write_many(self, sql: str, rows: Iterable[Params]) -> None:
+        self._connection.executemany(sql, rows)
+
     async def execute(self, sql: str, params: Params = ()) -> int:
         return self._connection.execute(sql, params).rowcount
 

@@ -7,13 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import psycopg
 import pytest
 
 from consumers import Transaction
 from consumers.event import Event
-from consumers.store.postgres import PostgresStore, adapt
+from consumers.store.postgres import Connection, PostgresStore, adapt
 from tests.consumers.test_store import SCHEMA, Writes, apply, event
 
 pytestmark = pytest.mark.postgres
@@ -40,16 +39,18 @@ async def batched(postgres_url: str, pg_namespace: str) -> AsyncIterator[Postgre
 
 
 def intercept(monkeypatch: pytest.MonkeyPatch, statement: str) -> asyncio.Event:
-    """An event set when a connection starts running `statement` (then the statement runs)."""
+    """An event set when a connection sends `statement` (then it is sent)."""
     started = asyncio.Event()
-    real: Callable[..., Awaitable[Any]] = asyncpg.Connection.execute
+    for method in ("send", "write", "run"):
+        real: Callable[..., Awaitable[Any]] = getattr(Connection, method)
 
-    async def execute(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        if query == statement:
-            started.set()
-        return await real(self, query, *args, **kwargs)
+        async def sends(self: Connection, query: str, *args: Any, real: Callable[..., Awaitable[Any]] = real,
+                        **kwargs: Any) -> Any:
+            if query == statement:
+                started.set()
+            return await real(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+        monkeypatch.setattr(Connection, method, sends)
     return started
 
 
@@ -104,7 +105,7 @@ async def test_a_failing_statement_rolls_back_only_its_event(
     good = asyncio.create_task(apply(batched, event(name="good"), Writes()))
     while batched.pending < 1:  # "good" is in the open batch
         await asyncio.sleep(0.001)
-    with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+    with pytest.raises(psycopg.errors.UndefinedTable):
         await batched.apply(event(name="bad"), bad_sql)
     assert await good == "applied"  # the transaction was not left aborted: its COMMIT went through
     assert batched.lanes[0].rebuilds == 1
@@ -211,9 +212,9 @@ async def test_a_commit_that_fails_fails_every_event_of_its_batch_and_the_store_
     good = asyncio.create_task(apply(store, event(name="good"), Writes()))
     while store.pending < 1:
         await asyncio.sleep(0.001)
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await store.apply(event(name="orphan"), orphan)
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await good
     assert committed(postgres_url, pg_namespace) == []
     handler = Writes()
@@ -227,10 +228,10 @@ async def test_a_lost_connection_fails_its_batch_and_the_next_event_reconnects(
         batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
     assert await apply(batched, event(name="before"), Writes()) == "applied"
     assert batched.lanes[0].connection is not None
-    pid = batched.lanes[0].connection.get_server_pid()
+    pid = batched.lanes[0].connection.backend_pid()
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(Exception):  # noqa: B017  # asyncpg's error depends on when it read the server's goodbye
+    with pytest.raises(Exception):  # noqa: B017  # psycopg's error depends on when it read the server's goodbye
         await apply(batched, event(name="lost"), Writes())
     assert await apply(batched, event(name="lost"), Writes()) == "applied"  # its retry, on a new connection
     assert committed(postgres_url, pg_namespace) == [("before",), ("lost",)]
@@ -322,3 +323,49 @@ def make(product: int, name: str) -> Event:
     from consumers.testing import make_event
 
     return make_event(body)
+
+
+# --- pipelined statements: answers read at the batch's end ------------------------------------------------
+
+
+async def test_a_failing_write_is_found_at_the_batch_end_and_fails_only_its_own_event(
+        batched: PostgresStore, postgres_url: str, pg_namespace: str) -> None:
+    async def good(tx: Transaction) -> None:
+        await tx.write("INSERT INTO seen VALUES (?, ?)", ("g", "good"))
+
+    async def bad(tx: Transaction) -> None:  # not answered until the batch's end: the handler returns
+        await tx.write("INSERT INTO seen VALUES ('x', 'partial')")
+        await tx.write_many("INSERT INTO no_such_table VALUES (?)", [(1,), (2,)])
+
+    async def after(tx: Transaction) -> None:
+        await tx.write("INSERT INTO seen VALUES (?, ?)", ("a", "after"))
+
+    results = await asyncio.gather(batched.apply(event(name="good"), good), batched.apply(event(name="bad"), bad),
+                                   batched.apply(event(name="after"), after), return_exceptions=True)
+    assert results[0] == results[2] == "applied"
+    assert isinstance(results[1], psycopg.errors.UndefinedTable)
+    assert batched.lanes[0].rebuilds == 1  # applied again carefully, which pinned the error on "bad"
+    assert committed(postgres_url, pg_namespace) == [("after",), ("good",)]
+
+
+async def test_a_duplicate_another_replica_committed_is_undone_after_its_handler_ran(
+        postgres_url: str, pg_namespace: str) -> None:
+    one, two = (store_for(postgres_url, pg_namespace, batch_size=2, batch_max_wait=60) for _ in range(2))
+    await one.open()
+    await two.open()
+    resent, other = event(name="resent"), event("2025-03-18T21:20:00", name="other")
+    handler = Writes()
+    assert await asyncio.gather(apply(one, resent, handler), apply(one, event(name="filler"), handler)) \
+        == ["applied", "applied"]
+    # `two` has not seen it (no redelivery flag, nothing in its memory): its handler runs, optimistically.
+    assert await asyncio.gather(apply(two, resent, handler), apply(two, other, handler)) \
+        == ["duplicate", "applied"]
+    assert two.lanes[0].rebuilds == 1
+    assert committed(postgres_url, pg_namespace) == [("filler",), ("other",), ("resent",)]
+    # The lane remembers what it committed: a resend to it now skips its handler from the start.
+    calls = len(handler.names)
+    third = event("2025-03-18T21:30:00", name="third")
+    assert await asyncio.gather(apply(two, resent, handler), apply(two, third, handler)) == ["duplicate", "applied"]
+    assert len(handler.names) == calls + 1 and two.lanes[0].rebuilds == 1
+    await one.close()
+    await two.close()
