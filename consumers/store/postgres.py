@@ -17,9 +17,9 @@ every event is neither a duplicate nor stale. Before the COMMIT the store reads 
 says duplicate or stale after its handler ran, or a statement failed, the batch is rolled back and applied
 again carefully (each guard answered before its handler, each event's statements answered before the
 next event), which gives every event its exact verdict and pins an error on the event that caused it. An
-event that is likely a duplicate or stale (redelivered, a retry, or not newer than an event of its entity
-already in the batch) is applied carefully from the start. `tx.write` queues a statement; `tx.execute` and
-the reads wait for the answer (a round trip).
+event that is likely a duplicate or stale (redelivered, a retry, a message id the lane committed lately,
+or not newer than the entity's last date in the batch or committed lately) is applied carefully from the
+start. `tx.write` queues a statement; `tx.execute` and the reads wait for the answer (a round trip).
 
 There is no savepoint per event: when an event fails (its handler raised or was cancelled, or one of its
 statements failed), the batch is rolled back and its other events applied again (guards and handlers) in a
@@ -27,9 +27,11 @@ new transaction, so only the failed event's writes go. A deadlock or serializati
 replica rolls the batch back (which frees its locks, so the other replica goes ahead) and applies it again:
 never a parked message.
 
-The driver is psycopg 3, for its pipeline mode: asyncpg spends less CPU on one statement (~50 µs against
-~70 µs here) but waits for each, and the wait costs more (measured with the inventory service's statements:
-client + server CPU per event 670 µs awaited one by one on asyncpg, 230 to 280 µs pipelined on psycopg).
+The driver: psycopg 3 opens, cancels and closes the connection, and loads the rows a handler reads; the
+store sends statements and reads answers itself through psycopg's libpq binding (`psycopg.pq`), in pipeline
+mode. Measured with the inventory service's statements, client + server CPU per event: 670 µs awaited one
+by one on asyncpg, 230 to 280 µs through psycopg's pipelined cursor (which waits on the socket through the
+event loop for each statement), about 130 µs sent directly (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import psycopg
-from psycopg import errors
-from psycopg.pq import TransactionStatus
-from psycopg.raw_cursor import AsyncRawCursor
+from psycopg import errors, pq
+from psycopg.adapt import Transformer
 
 from consumers.errors import SettingsError, UnsupportedOperation
 from consumers.event import Event
@@ -134,55 +139,220 @@ def quote_ident(name: str) -> str:
 
 
 
-class Connection:
-    """A psycopg connection held in pipeline mode: `send` puts a statement on its way (prepared once per
-    connection) and returns the cursor its answer will arrive on; `sync` waits until everything sent has
-    been answered, and raises the first error among them."""
+class _Answer:
+    """Where a statement's answer arrives (after the sync that covers it)."""
 
-    def __init__(self, raw: psycopg.AsyncConnection[Any], stack: contextlib.AsyncExitStack,
-                 pipeline: psycopg.AsyncPipeline) -> None:
-        self.raw, self._stack, self._pipeline = raw, stack, pipeline
-        self._writer: AsyncRawCursor[Any] = AsyncRawCursor(raw)  # for statements whose answer is not read
+    __slots__ = ("connection", "result")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.result: pq.abc.PGresult | None = None
+
+    @property
+    def rowcount(self) -> int:
+        return self.result.command_tuples if self.result is not None and self.result.command_tuples is not None else -1
+
+    @property
+    def statusmessage(self) -> str:
+        return self.result.command_status.decode() if self.result is not None and self.result.command_status else ""
+
+    def rows(self) -> list[Row]:
+        """Its rows, as Python values (psycopg's loaders); [] for a statement without rows."""
+        result = self.result
+        if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        loader = Transformer.from_context(self.connection.raw)
+        loader.set_pgresult(result)
+        return loader.load_rows(0, result.ntuples, tuple)
+
+
+class _Prepare:
+    """The answer to a PREPARE: if it failed, the statement is prepared again on its next use."""
+
+    __slots__ = ("sql",)
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+
+
+_SYNC = object()
+# Statements prepared per connection: handlers use a handful; SQL built per event (IN lists of every
+# length) goes unprepared past this, rather than filling the server's memory.
+PREPARED_MAX = 256
+_DISCARD = object()  # the answer to a statement nobody reads (its error still counts)
+
+
+def _dump(value: object) -> bytes | None:
+    """A parameter in PostgreSQL's text format; the server infers its type from the statement."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, int | Decimal):
+        return str(value).encode()
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value).encode()
+        return b"NaN" if math.isnan(value) else (b"Infinity" if value > 0 else b"-Infinity")
+    if isinstance(value, datetime | date | time):
+        return value.isoformat().encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return b"\\x" + bytes(value).hex().encode()
+    raise TypeError(f"a SQL parameter of type {type(value).__name__} ({value!r:.40}) is not supported; pass str, "
+                    "int, float, bool, None, Decimal, bytes or a date/time (e.g. json text as str).")
+
+
+class Connection:
+    """One PostgreSQL connection in libpq's pipeline mode, driven directly (psycopg's `pq` layer): `send`
+    puts a statement on its way (prepared on first use, on this connection) without waiting, and returns
+    where its answer will arrive; `sync` sends what is buffered and waits until everything sent has been
+    answered, raising the first error among them (as psycopg's error class). psycopg opens, cancels and
+    closes the connection; a statement costs a few microseconds here, against 30 to 60 µs through psycopg's
+    cursor, which waits on the socket through the event loop for every statement."""
+
+    def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
+        self.raw = raw
+        self.pgconn = raw.pgconn
+        self._prepared: dict[str, bytes] = {}
+        self._names = 0
+        self._expected: deque[object] = deque()  # _Answer, _Prepare, _DISCARD or _SYNC, in the order sent
+        self._syncs_sent = 0
+        self._syncs_read = 0
+        self._reading = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, *, namespace: str) -> Connection:
         raw = await psycopg.AsyncConnection.connect(
             url, autocommit=True, application_name=f"tradevine-consumer-{namespace}"[:63],
             options=f"-c search_path={quote_ident(namespace)}")
-        stack = contextlib.AsyncExitStack()
-        try:
-            pipeline = await stack.enter_async_context(raw.pipeline())
-        except BaseException:
-            await raw.close()
-            raise
-        return cls(raw, stack, pipeline)
+        raw.pgconn.enter_pipeline_mode()
+        return cls(raw)
 
-    async def send(self, sql: str, params: Params = (), *, prepare: bool = True) -> AsyncRawCursor[Any]:
-        cursor: AsyncRawCursor[Any] = AsyncRawCursor(self.raw)
-        await cursor.execute(sql, params, prepare=prepare)
-        return cursor
+    def _statement(self, sql: str) -> bytes | None:
+        """The name of the statement prepared for `sql` (preparing it now); None once PREPARED_MAX are."""
+        name = self._prepared.get(sql)
+        if name is None:
+            if len(self._prepared) >= PREPARED_MAX:
+                return None
+            self._names += 1
+            name = self._prepared[sql] = f"tvg_{self._names}".encode()
+            self.pgconn.send_prepare(name, sql.encode())
+            self._expected.append(_Prepare(sql))
+        return name
 
-    async def write(self, sql: str, params: Params = (), *, prepare: bool = True) -> None:
+    def send(self, sql: str, params: Params = (), *, prepare: bool = True) -> _Answer:
+        answer = _Answer(self)
+        self._send(sql, params, prepare, answer)
+        return answer
+
+    def write(self, sql: str, params: Params = (), *, prepare: bool = True) -> None:
         """Send a statement whose answer nobody reads (an error in it still comes out of the next sync)."""
-        await self._writer.execute(sql, params, prepare=prepare)
+        self._send(sql, params, prepare, _DISCARD)
+
+    def _send(self, sql: str, params: Params, prepare: bool, answer: object) -> None:
+        values = [_dump(value) for value in params]
+        name = self._statement(sql) if prepare else None
+        if name is not None:
+            self.pgconn.send_query_prepared(name, values)
+        else:
+            self.pgconn.send_query_params(sql.encode(), values or None)
+        self._expected.append(answer)
+
+    def flush(self) -> None:
+        """Hand what is buffered to the socket if it takes it now, so the server starts on it."""
+        with contextlib.suppress(psycopg.Error):
+            self.pgconn.flush()
 
     async def sync(self) -> None:
-        await self._pipeline.sync()
+        self.pgconn.pipeline_sync()
+        self._expected.append(_SYNC)
+        self._syncs_sent += 1
+        mine = self._syncs_sent
+        async with self._reading:
+            error: psycopg.Error | None = None
+            while self._syncs_read < mine:
+                try:
+                    await self._read_until_sync()
+                except psycopg.Error as exc:
+                    if self.is_closed():
+                        raise
+                    error = error or exc
+            if error is not None:
+                raise error
 
-    async def run(self, sql: str, params: Params = (), *, prepare: bool = False) -> AsyncRawCursor[Any]:
+    async def _read_until_sync(self) -> None:
+        """Read the answers up to the next sync; raise the first error among them."""
+        await self._flush()
+        error: psycopg.Error | None = None
+        while True:
+            result = await self._result()
+            expected = self._expected.popleft()
+            if result is None:
+                raise psycopg.OperationalError("the connection to PostgreSQL ended before its answers arrived")
+            status = result.status
+            if expected is _SYNC:
+                self._syncs_read += 1
+                if error is not None:
+                    raise error
+                return
+            if status == pq.ExecStatus.FATAL_ERROR:
+                error = error or errors.error_from_result(result, encoding=self.raw.info.encoding)
+            if isinstance(expected, _Prepare):
+                if status != pq.ExecStatus.COMMAND_OK:  # failed or skipped: prepare it again next time
+                    self._prepared.pop(expected.sql, None)
+            elif isinstance(expected, _Answer) and status != pq.ExecStatus.PIPELINE_ABORTED:
+                expected.result = result
+            await self._result()  # the None that ends each statement's answers
+
+    async def _result(self) -> pq.abc.PGresult | None:
+        pgconn = self.pgconn
+        while pgconn.is_busy():
+            await self._wait(write=False)
+            pgconn.consume_input()
+        return pgconn.get_result()
+
+    async def _flush(self) -> None:
+        pgconn = self.pgconn
+        while pgconn.flush():
+            if await self._wait(write=True):
+                pgconn.consume_input()  # the server's answers, so that it can go on reading ours
+
+    async def _wait(self, *, write: bool) -> bool:
+        """Until the socket can be read (True) or, with `write`, written."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[bool] = loop.create_future()
+        fd = self.pgconn.socket
+
+        def done(readable: bool) -> None:
+            if not ready.done():
+                ready.set_result(readable)
+
+        loop.add_reader(fd, done, True)
+        if write:
+            loop.add_writer(fd, done, False)
+        try:
+            return await ready
+        finally:
+            loop.remove_reader(fd)
+            if write:
+                loop.remove_writer(fd)
+
+    async def run(self, sql: str, params: Params = (), *, prepare: bool = False) -> _Answer:
         """Send and wait for the answer (migrations, tools)."""
-        cursor = await self.send(sql, params, prepare=prepare)
+        answer = self.send(sql, params, prepare=prepare)
         await self.sync()
-        return cursor
+        return answer
 
     def is_closed(self) -> bool:
-        return self.raw.closed or self.raw.broken
+        return self.raw.closed or self.raw.broken or self.pgconn.status != pq.ConnStatus.OK
 
     def is_in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self.pgconn.transaction_status != pq.TransactionStatus.IDLE
 
     def backend_pid(self) -> int:
-        return self.raw.info.backend_pid
+        return self.pgconn.backend_pid
 
     async def cancel(self) -> None:
         """Ask the server to stop the statement it runs for this connection (a cancelled handler's)."""
@@ -190,11 +360,7 @@ class Connection:
             await self.raw.cancel_safe(timeout=5)
 
     async def close(self) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                await self._stack.aclose()  # leaves pipeline mode: answers what is still in flight
-        finally:
-            await self.raw.close()
+        await self.raw.close()
 
 
 class _PostgresTransaction:
@@ -205,34 +371,34 @@ class _PostgresTransaction:
         self._lane, self._connection = lane, connection
 
     async def write(self, sql: str, params: Params = ()) -> None:
-        await self._connection.write(adapt(sql), params)
+        self._connection.write(adapt(sql), params)
 
     async def write_many(self, sql: str, rows: Iterable[Params]) -> None:
         query = adapt(sql)
         for row in rows:
-            await self._connection.write(query, row)
+            self._connection.write(query, row)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cursor = await self._connection.send(adapt(sql), params)
+        answer = self._connection.send(adapt(sql), params)
         await self._lane.sync(self._connection)
-        return cursor.rowcount
+        return answer.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         query = adapt(sql)
-        cursors = [await self._connection.send(query, row) for row in rows]
+        answers = [self._connection.send(query, row) for row in rows]
         await self._lane.sync(self._connection)
-        return sum(cursor.rowcount for cursor in cursors)
+        return sum(answer.rowcount for answer in answers)
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        cursor = await self._connection.send(adapt(sql), params)
+        answer = self._connection.send(adapt(sql), params)
         await self._lane.sync(self._connection)
-        found = await cursor.fetchone()
-        return tuple(found) if found is not None else None
+        found = answer.rows()
+        return found[0] if found else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = await self._connection.send(adapt(sql), params)
+        answer = self._connection.send(adapt(sql), params)
         await self._lane.sync(self._connection)
-        return [tuple(row) for row in await cursor.fetchall()]
+        return answer.rows()
 
 
 class PostgresStore:
@@ -314,9 +480,8 @@ class PostgresStore:
             if self.schema.strip():
                 for statement in _statements(self.schema):  # the consumer's own SQL, without parameters
                     await connection.run(statement)
-            found = await (await connection.run("SELECT coalesce(max(version), 0) FROM consumer_migrations")
-                           ).fetchone()
-            current = int(found[0]) if found else 0
+            found = (await connection.run("SELECT coalesce(max(version), 0) FROM consumer_migrations")).rows()
+            current = int(found[0][0]) if found else 0
             where = f"{redact_url(self.url)} (schema {self.namespace})"
             for migration in pending(self.migrations, current, where=where):
                 try:
@@ -393,14 +558,14 @@ def _statements(script: str) -> list[str]:
 
 class _Entry:
     """One event of a batch, kept so the batch can be applied again after another event failed in it.
-    `guard` is the cursor its guard's answer arrives on while that answer is still to be checked."""
+    `guard` is where its guards' answer arrives while that answer is still to be checked."""
 
     __slots__ = ("error", "event", "guard", "verdict", "work")
 
     def __init__(self, event: Event, work: Work) -> None:
         self.event, self.work = event, work
         self.verdict: Verdict = "applied"
-        self.guard: AsyncRawCursor[Any] | None = None
+        self.guard: _Answer | None = None
         self.error: BaseException | None = None
 
 
@@ -469,9 +634,9 @@ class _Lane:
         for message_id in batch.ids:
             ids.pop(message_id, None)
             ids[message_id] = None
-        for key, date in batch.dates.items():
+        for key, newest in batch.dates.items():
             dates.pop(key, None)
-            dates[key] = date
+            dates[key] = newest
         while len(ids) > REMEMBERED:
             del ids[next(iter(ids))]
         while len(dates) > REMEMBERED:
@@ -489,11 +654,9 @@ class _Lane:
     async def query(self, sql_text: str, params: Params = ()) -> list[Row]:
         async with self.lock:
             connection = await self._ready()
-            cursor = await connection.send(adapt(sql_text), params)
+            answer = connection.send(adapt(sql_text), params)
             await self.sync(connection)
-            if cursor.description is None:  # a statement without rows (INSERT, UPDATE ...)
-                return []
-            return [tuple(row) for row in await cursor.fetchall()]
+            return answer.rows()
 
     async def sync(self, connection: Connection) -> None:
         """Wait for the answers to everything sent. A task cancelled meanwhile leaves the wait running (the
@@ -528,7 +691,7 @@ class _Lane:
         return self.connection
 
     async def _begin(self, connection: Connection) -> _PgBatch:
-        await connection.write("BEGIN", prepare=False)  # answered with the batch's first sync
+        connection.write("BEGIN", prepare=False)  # answered with the batch's first sync
         batch = self.batch = _PgBatch(date_key(self.store.clock()))
         if self.store.batch_size > 1:
             batch.timer = asyncio.get_running_loop().call_later(self.store.batch_max_wait, self._commit_soon, batch)
@@ -564,7 +727,7 @@ class _Lane:
             redo = False
             for entry in batch.entries:
                 if entry.guard is not None:
-                    entry.verdict, entry.guard = await _verdict(entry.event, entry.guard), None
+                    entry.verdict, entry.guard = _verdict(entry.event, entry.guard), None
                     redo = redo or entry.verdict != "applied"
         except psycopg.Error as exc:
             if connection.is_closed():
@@ -638,13 +801,13 @@ class _Lane:
         left for the COMMIT to check."""
         event = entry.event
         if guarded(event):
-            guard = await connection.send(GUARDS, (event.message_id, event.routing_key, batch.applied_at,
-                                                   event.organisation_id or "", event.entity, event.date_key))
+            guard = connection.send(GUARDS, (event.message_id, event.routing_key, batch.applied_at,
+                                             event.organisation_id or "", event.entity, event.date_key))
         else:
-            guard = await connection.send(RECORD, (event.message_id, event.routing_key, batch.applied_at))
+            guard = connection.send(RECORD, (event.message_id, event.routing_key, batch.applied_at))
         if careful:
             await self.sync(connection)
-            entry.verdict, entry.guard = await _verdict(event, guard), None
+            entry.verdict, entry.guard = _verdict(event, guard), None
             if entry.verdict != "applied":
                 return
         else:
@@ -652,6 +815,8 @@ class _Lane:
         await entry.work(_PostgresTransaction(self, connection))
         if careful:
             await self.sync(connection)
+        else:
+            connection.flush()  # the server starts on them while the next events are handled
 
     async def _rebuild(self, connection: Connection, batch: _PgBatch, *, raise_errors: bool = False) -> None:
         """Roll the batch back and apply its events again, carefully, in a new transaction. An event that
@@ -665,7 +830,7 @@ class _Lane:
             if not batch.durable.done():
                 batch.durable.set_result(None)
             if raise_errors:  # the COMMIT that follows has no transaction to end
-                await connection.write("BEGIN", prepare=False)
+                connection.write("BEGIN", prepare=False)
             return
         self.rebuilds += 1
         conflicts = 0
@@ -673,7 +838,7 @@ class _Lane:
             while live:
                 if connection.is_closed():
                     raise UnsupportedOperation("the connection to PostgreSQL was lost with the batch's transaction.")
-                await connection.write("BEGIN", prepare=False)
+                connection.write("BEGIN", prepare=False)
                 for entry in live:
                     try:
                         await self._guarded(connection, batch, entry, careful=True)
@@ -692,7 +857,7 @@ class _Lane:
                     return
                 await _rollback(connection)  # and again, without the event that failed
                 live = [entry for entry in live if entry.error is None]
-            await connection.write("BEGIN", prepare=False)  # every event failed: an empty transaction
+            connection.write("BEGIN", prepare=False)  # every event failed: an empty transaction
         except BaseException as exc:
             await _rollback(connection)
             error = exc if isinstance(exc, Exception) else UnsupportedOperation(
@@ -709,13 +874,13 @@ class _Lane:
             await asyncio.shield(task)
 
 
-async def _verdict(event: Event, guard: AsyncRawCursor[Any]) -> Verdict:
+def _verdict(event: Event, guard: _Answer) -> Verdict:
     """The guards' answer (after a sync)."""
     if not guarded(event):
         return "applied" if guard.rowcount > 0 else "duplicate"
-    found = await guard.fetchone()
-    assert found is not None
-    seen, moved, recorded = found
+    found = guard.rows()
+    assert found
+    seen, moved, recorded = found[0]
     if recorded:
         return "applied"
     return "duplicate" if seen or moved else "stale"
@@ -743,10 +908,10 @@ async def _rollback(connection: Connection) -> None:
 async def _commit_or_rollback(connection: Connection) -> None:
     """COMMIT, and make sure it was one: on a transaction in error, PostgreSQL answers COMMIT by rolling back."""
     try:
-        cursor = await connection.run("COMMIT")
+        answer = await connection.run("COMMIT")
     except BaseException:
         await _rollback(connection)
         raise
-    status = cursor.statusmessage
+    status = answer.statusmessage
     if status != "COMMIT":
         raise UnsupportedOperation(f"COMMIT answered {status!r}: the batch was rolled back; its events are retried.")

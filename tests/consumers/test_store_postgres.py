@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -41,16 +41,14 @@ async def batched(postgres_url: str, pg_namespace: str) -> AsyncIterator[Postgre
 def intercept(monkeypatch: pytest.MonkeyPatch, statement: str) -> asyncio.Event:
     """An event set when a connection sends `statement` (then it is sent)."""
     started = asyncio.Event()
-    for method in ("send", "write", "run"):
-        real: Callable[..., Awaitable[Any]] = getattr(Connection, method)
+    real: Callable[..., None] = Connection._send
 
-        async def sends(self: Connection, query: str, *args: Any, real: Callable[..., Awaitable[Any]] = real,
-                        **kwargs: Any) -> Any:
-            if query == statement:
-                started.set()
-            return await real(self, query, *args, **kwargs)
+    def send(self: Connection, query: str, *args: Any, **kwargs: Any) -> None:
+        if query == statement:
+            started.set()
+        real(self, query, *args, **kwargs)
 
-        monkeypatch.setattr(Connection, method, sends)
+    monkeypatch.setattr(Connection, "_send", send)
     return started
 
 
@@ -369,3 +367,52 @@ async def test_a_duplicate_another_replica_committed_is_undone_after_its_handler
     assert len(handler.names) == calls + 1 and two.lanes[0].rebuilds == 1
     await one.close()
     await two.close()
+
+
+# --- the connection: libpq's pipeline mode driven directly -----------------------------------------------
+
+
+async def test_parameters_of_every_supported_type_arrive_as_sent(batched: PostgresStore) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    await batched.query("CREATE TABLE kinds (t TEXT, i BIGINT, f DOUBLE PRECISION, b BOOLEAN, n TEXT, "
+                        "d NUMERIC, raw BYTEA, at TIMESTAMPTZ, inf DOUBLE PRECISION, nan DOUBLE PRECISION)")
+    moment = datetime(2025, 3, 18, 21, 14, 7, 347000, tzinfo=UTC)
+    sent = ("it's ? a 'quote' ünï", 3451582911247567682, 0.1, True, None, Decimal("12.50"), b"\x00\xff",
+            moment, float("inf"), float("nan"))
+
+    async def insert(tx: Transaction) -> None:
+        await tx.write("INSERT INTO kinds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sent)
+
+    assert await batched.apply(event(name="kinds"), insert) == "applied"
+    [row] = await batched.query("SELECT t, i, f, b, n, d, raw, at, inf, nan FROM kinds")
+    assert row[:8] == (*sent[:6], sent[6], moment)
+    assert row[8] == float("inf") and row[9] != row[9]  # NaN
+
+
+async def test_an_unsupported_parameter_fails_its_event_with_what_to_pass_instead(batched: PostgresStore) -> None:
+    async def sends_a_dict(tx: Transaction) -> None:
+        await tx.write("INSERT INTO seen VALUES (?, ?)", ("x", {"Name": "Widget"}))
+
+    with pytest.raises(TypeError, match=r"type dict \(\{'Name': 'Widget'\}\) is not supported; pass str"):
+        await batched.apply(event(name="dict"), sends_a_dict)
+    assert await apply(batched, event(name="next"), Writes()) == "applied"
+
+
+async def test_a_statement_that_fails_to_prepare_is_prepared_again_on_its_next_use(batched: PostgresStore) -> None:
+    for _ in range(2):  # not "prepared statement does not exist" the second time
+        with pytest.raises(psycopg.errors.SyntaxError):
+            await batched.query("SELEC 1")
+    assert await batched.query("SELECT 1") == [(1,)]
+
+
+async def test_past_the_prepared_limit_statements_run_unprepared(
+        batched: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumers.store.postgres as module
+
+    monkeypatch.setattr(module, "PREPARED_MAX", 3)
+    found = [await batched.query(f"SELECT {n}") for n in range(8)]
+    assert found == [[(n,)] for n in range(8)]
+    connection = batched.lanes[0].connection
+    assert connection is not None and len(connection._prepared) == 3
