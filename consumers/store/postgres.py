@@ -179,6 +179,10 @@ _SYNC = object()
 # Statements prepared per connection: handlers use a handful; SQL built per event (IN lists of every
 # length) goes unprepared past this, rather than filling the server's memory.
 PREPARED_MAX = 256
+# Events whose statements are handed to the socket together (one send() each time); the batch's sync sends
+# the rest. Every event: ~190 µs of consumer CPU per event in `make bench-consumer`; every 8: ~150 to 170 µs,
+# with no loss of speed (the server still works while the lane goes on).
+FLUSH_EVERY = 8
 _DISCARD = object()  # the answer to a statement nobody reads (its error still counts)
 
 
@@ -610,6 +614,7 @@ class _Lane:
         # What this lane committed lately (message ids; entity → newest date), oldest first.
         self.seen_ids: dict[str, None] = {}
         self.seen_dates: dict[tuple[str, str], str] = {}
+        self.unflushed = 0  # events whose statements wait in libpq's buffer
 
     @property
     def pending(self) -> int:
@@ -816,7 +821,10 @@ class _Lane:
         if careful:
             await self.sync(connection)
         else:
-            connection.flush()  # the server starts on them while the next events are handled
+            self.unflushed += 1
+            if self.unflushed >= FLUSH_EVERY:  # the server starts on them while the next events are handled
+                self.unflushed = 0
+                connection.flush()
 
     async def _rebuild(self, connection: Connection, batch: _PgBatch, *, raise_errors: bool = False) -> None:
         """Roll the batch back and apply its events again, carefully, in a new transaction. An event that
