@@ -39,17 +39,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
-from datetime import date, datetime, time
-from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import errors, pq
-from psycopg.adapt import Transformer
+from psycopg.adapt import PyFormat, Transformer
 
 from consumers.errors import SettingsError, UnsupportedOperation
 from consumers.event import Event
@@ -186,28 +183,6 @@ FLUSH_EVERY = 8
 _DISCARD = object()  # the answer to a statement nobody reads (its error still counts)
 
 
-def _dump(value: object) -> bytes | None:
-    """A parameter in PostgreSQL's text format; the server infers its type from the statement."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, bool):
-        return b"t" if value else b"f"
-    if isinstance(value, int | Decimal):
-        return str(value).encode()
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return repr(value).encode()
-        return b"NaN" if math.isnan(value) else (b"Infinity" if value > 0 else b"-Infinity")
-    if isinstance(value, datetime | date | time):
-        return value.isoformat().encode()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return b"\\x" + bytes(value).hex().encode()
-    raise TypeError(f"a SQL parameter of type {type(value).__name__} ({value!r:.40}) is not supported; pass str, "
-                    "int, float, bool, None, Decimal, bytes or a date/time (e.g. json text as str).")
-
-
 class Connection:
     """One PostgreSQL connection in libpq's pipeline mode, driven directly (psycopg's `pq` layer): `send`
     puts a statement on its way (prepared on first use, on this connection) without waiting, and returns
@@ -221,6 +196,7 @@ class Connection:
         self.pgconn = raw.pgconn
         self._prepared: dict[str, bytes] = {}
         self._names = 0
+        self._dumper = Transformer.from_context(raw)  # psycopg's adapters, in PostgreSQL's text format
         self._expected: deque[object] = deque()  # _Answer, _Prepare, _DISCARD or _SYNC, in the order sent
         self._syncs_sent = 0
         self._syncs_read = 0
@@ -256,7 +232,13 @@ class Connection:
         self._send(sql, params, prepare, _DISCARD)
 
     def _send(self, sql: str, params: Params, prepare: bool, answer: object) -> None:
-        values = [_dump(value) for value in params]
+        try:
+            values = self._dumper.dump_sequence(params, [PyFormat.TEXT] * len(params))
+        except psycopg.ProgrammingError as exc:
+            kinds = ", ".join(sorted({type(value).__name__ for value in params}))
+            raise TypeError(f"a SQL parameter could not be sent ({exc}; the parameters' types: {kinds}); pass str, "
+                            "int, float, bool, None, Decimal, bytes, a date/time, a list, or JSON text as str."
+                            ) from None
         name = self._statement(sql) if prepare else None
         if name is not None:
             self.pgconn.send_query_prepared(name, values)

@@ -377,25 +377,28 @@ async def test_parameters_of_every_supported_type_arrive_as_sent(batched: Postgr
     from decimal import Decimal
 
     await batched.query("CREATE TABLE kinds (t TEXT, i BIGINT, f DOUBLE PRECISION, b BOOLEAN, n TEXT, "
-                        "d NUMERIC, raw BYTEA, at TIMESTAMPTZ, inf DOUBLE PRECISION, nan DOUBLE PRECISION)")
+                        "d NUMERIC, raw BYTEA, at TIMESTAMPTZ, inf DOUBLE PRECISION, nan DOUBLE PRECISION, "
+                        "ids BIGINT[])")
     moment = datetime(2025, 3, 18, 21, 14, 7, 347000, tzinfo=UTC)
     sent = ("it's ? a 'quote' ünï", 3451582911247567682, 0.1, True, None, Decimal("12.50"), b"\x00\xff",
-            moment, float("inf"), float("nan"))
+            moment, float("inf"), float("nan"), [3451582911247567682, 1])
 
     async def insert(tx: Transaction) -> None:
-        await tx.write("INSERT INTO kinds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sent)
+        await tx.write("INSERT INTO kinds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sent)
 
     assert await batched.apply(event(name="kinds"), insert) == "applied"
-    [row] = await batched.query("SELECT t, i, f, b, n, d, raw, at, inf, nan FROM kinds")
+    [row] = await batched.query("SELECT t, i, f, b, n, d, raw, at, inf, nan, ids FROM kinds")
     assert row[:8] == (*sent[:6], sent[6], moment)
     assert row[8] == float("inf") and row[9] != row[9]  # NaN
+    assert row[10] == [3451582911247567682, 1]
+    assert await batched.query("SELECT count(*) FROM kinds WHERE i = ANY(?)", ([3451582911247567682, 2],)) == [(1,)]
 
 
 async def test_an_unsupported_parameter_fails_its_event_with_what_to_pass_instead(batched: PostgresStore) -> None:
     async def sends_a_dict(tx: Transaction) -> None:
         await tx.write("INSERT INTO seen VALUES (?, ?)", ("x", {"Name": "Widget"}))
 
-    with pytest.raises(TypeError, match=r"type dict \(\{'Name': 'Widget'\}\) is not supported; pass str"):
+    with pytest.raises(TypeError, match=r"cannot adapt type 'dict'.*types: dict, str\); pass str, int"):
         await batched.apply(event(name="dict"), sends_a_dict)
     assert await apply(batched, event(name="next"), Writes()) == "applied"
 
