@@ -201,6 +201,8 @@ class Connection:
         self._syncs_sent = 0
         self._syncs_read = 0
         self._reading = asyncio.Lock()
+        self._end_due = False  # a statement's answer was read, not yet the None that ends it
+        self._error: psycopg.Error | None = None  # the first error since the last sync read
 
     @classmethod
     async def open(cls, url: str, *, namespace: str) -> Connection:
@@ -269,28 +271,33 @@ class Connection:
                 raise error
 
     async def _read_until_sync(self) -> None:
-        """Read the answers up to the next sync; raise the first error among them."""
+        """Read the answers up to the next sync; raise the first error among them. What it has read stays
+        on the connection (`_end_due`, `_error`), so a reader cancelled halfway leaves the next one to go on
+        from there."""
         await self._flush()
-        error: psycopg.Error | None = None
         while True:
+            if self._end_due:
+                await self._result()  # the None that ends each statement's answers
+                self._end_due = False
             result = await self._result()
-            expected = self._expected.popleft()
             if result is None:
                 raise psycopg.OperationalError("the connection to PostgreSQL ended before its answers arrived")
-            status = result.status
+            expected = self._expected.popleft()
             if expected is _SYNC:
                 self._syncs_read += 1
+                error, self._error = self._error, None
                 if error is not None:
                     raise error
                 return
-            if status == pq.ExecStatus.FATAL_ERROR:
-                error = error or errors.error_from_result(result, encoding=self.raw.info.encoding)
+            status = result.status
+            self._end_due = True
+            if status == pq.ExecStatus.FATAL_ERROR and self._error is None:
+                self._error = errors.error_from_result(result, encoding=self.raw.info.encoding)
             if isinstance(expected, _Prepare):
                 if status != pq.ExecStatus.COMMAND_OK:  # failed or skipped: prepare it again next time
                     self._prepared.pop(expected.sql, None)
             elif isinstance(expected, _Answer) and status != pq.ExecStatus.PIPELINE_ABORTED:
                 expected.result = result
-            await self._result()  # the None that ends each statement's answers
 
     async def _result(self) -> pq.abc.PGresult | None:
         pgconn = self.pgconn

@@ -419,3 +419,35 @@ async def test_past_the_prepared_limit_statements_run_unprepared(
     assert found == [[(n,)] for n in range(8)]
     connection = batched.lanes[0].connection
     assert connection is not None and len(connection._prepared) == 3
+
+
+async def test_a_reader_cancelled_anywhere_leaves_the_answers_to_the_next(
+        batched: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled halfway through the answers (at every point, one run each) or while it waits for the read
+    lock: the next sync goes on from there, every answer lands where it belongs, and the error among them
+    is raised exactly once."""
+    real = Connection._result
+
+    async def slow_result(self: Connection) -> Any:
+        await asyncio.sleep(0)  # a point to be cancelled at, between any two answers
+        return await real(self)
+
+    monkeypatch.setattr(Connection, "_result", slow_result)
+    connection = batched.lanes[0].connection
+    assert connection is not None
+    for steps in range(24):
+        answers = [connection.send("SELECT $1::int", (n,)) for n in range(3)]
+        connection.send("SELECT 1/0")
+        first = asyncio.create_task(connection.sync())
+        waiting = asyncio.create_task(connection.sync())  # waits for the read lock
+        for _ in range(steps // 2):
+            await asyncio.sleep(0)
+        (first if steps % 2 else waiting).cancel()
+        outcomes = list(await asyncio.gather(first, waiting, return_exceptions=True))
+        try:
+            await connection.sync()  # reads whatever the cancelled one left
+        except psycopg.Error as exc:
+            outcomes.append(exc)
+        assert sum(isinstance(o, psycopg.errors.DivisionByZero) for o in outcomes) == 1, (steps, outcomes)
+        assert [a.rows()[0][0] for a in answers] == [0, 1, 2]
+    assert (await connection.run("SELECT 42")).rows() == [(42,)]
