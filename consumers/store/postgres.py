@@ -158,7 +158,7 @@ class _Answer:
         result = self.result
         if result is None or result.status != pq.ExecStatus.TUPLES_OK:
             return []
-        loader = Transformer.from_context(self.connection.raw)
+        loader = self.connection.loader  # one per connection: answers are read one at a time
         loader.set_pgresult(result)
         return loader.load_rows(0, result.ntuples, tuple)
 
@@ -172,7 +172,8 @@ class _Prepare:
         self.sql = sql
 
 
-_SYNC = object()
+_SYNC = object()  # where a sync's answer is due
+_DISCARD = object()  # the answer to a statement nobody reads (its error still counts)
 # Statements prepared per connection: handlers use a handful; SQL built per event (IN lists of every
 # length) goes unprepared past this, rather than filling the server's memory.
 PREPARED_MAX = 256
@@ -180,7 +181,6 @@ PREPARED_MAX = 256
 # the rest. Every event: ~190 µs of consumer CPU per event in `make bench-consumer`; every 8: ~150 to 170 µs,
 # with no loss of speed (the server still works while the lane goes on).
 FLUSH_EVERY = 8
-_DISCARD = object()  # the answer to a statement nobody reads (its error still counts)
 
 
 class Connection:
@@ -197,6 +197,8 @@ class Connection:
         self._prepared: dict[str, bytes] = {}
         self._names = 0
         self._dumper = Transformer.from_context(raw)  # psycopg's adapters, in PostgreSQL's text format
+        self._text: list[list[PyFormat]] = []  # [PyFormat.TEXT] * n, by n: built once
+        self.loader = Transformer.from_context(raw)  # psycopg's loaders, for the rows read
         self._expected: deque[object] = deque()  # _Answer, _Prepare, _DISCARD or _SYNC, in the order sent
         self._syncs_sent = 0
         self._syncs_read = 0
@@ -235,7 +237,7 @@ class Connection:
 
     def _send(self, sql: str, params: Params, prepare: bool, answer: object) -> None:
         try:
-            values = self._dumper.dump_sequence(params, [PyFormat.TEXT] * len(params))
+            values = self._dumper.dump_sequence(params, self._formats(len(params)))
         except psycopg.ProgrammingError as exc:
             kinds = ", ".join(sorted({type(value).__name__ for value in params}))
             raise TypeError(f"a SQL parameter could not be sent ({exc}; the parameters' types: {kinds}); pass str, "
@@ -247,6 +249,11 @@ class Connection:
         else:
             self.pgconn.send_query_params(sql.encode(), values or None)
         self._expected.append(answer)
+
+    def _formats(self, count: int) -> list[PyFormat]:
+        while len(self._text) <= count:
+            self._text.append([PyFormat.TEXT] * len(self._text))
+        return self._text[count]
 
     def flush(self) -> None:
         """Hand what is buffered to the socket if it takes it now, so the server starts on it."""

@@ -82,6 +82,17 @@ def client_for(handler: Callable[[httpx.Request], httpx.Response], fake: FakeTim
     return TradevineClient(settings, transport=httpx.MockTransport(handler), limiter=limiter, sleep=fake.sleep)
 
 
+def recording() -> tuple[list[httpx.Request], Callable[[httpx.Request], httpx.Response]]:
+    """An empty listing that keeps every request it was sent."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return listing([])(request)
+
+    return seen, handle
+
+
 async def collect(client: TradevineClient, path: str = "v1/Product") -> list[Page]:
     return [page async for page in client.pages(path)]
 
@@ -137,12 +148,7 @@ def test_rate_limiter_rejects_a_zero_rate() -> None:
 
 
 async def test_requests_are_signed_with_hmac_sha1_in_the_authorization_header() -> None:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return listing([])(request)
-
+    seen, handle = recording()
     async with client_for(handle, FakeTime()) as client:
         await client.get("v1/Product", {"modifiedFrom": "2025-03-18T21:14:05", "pageNumber": 1})
     request = seen[0]
@@ -213,12 +219,7 @@ async def test_ids_stay_exact_integers_and_never_become_floats() -> None:
 
 
 async def test_sales_orders_send_the_window_as_naive_times() -> None:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return listing([])(request)
-
+    seen, handle = recording()
     async with client_for(handle, FakeTime()) as client:
         low, high = datetime(2025, 3, 19, 8, 0, 0, 250000), datetime(2025, 3, 19, 12, 0, 1)
         _ = [page async for page in client.sales_orders(low, high, page_size=499)]
