@@ -26,9 +26,9 @@ class AckChannel(Protocol):
 class AckWindow:
     """The deliveries of one channel, in delivery-tag order, until each is acked or handed back.
 
-    `track(tag)` when a delivery arrives (in order); `await ack(tag)` when it is done, which returns once its
-    ack (alone or as part of a multiple ack) is written; `released(tag)` after a delivery was nacked or
-    rejected on its own. Acks requested in one pass of the event loop go out together at its end.
+    `track(tag)` when a delivery arrives (in order); `await ack(tag)` (or `ack_soon(tag)`) when it is done,
+    which returns once its ack (alone or as part of a multiple ack) is written; `released(tag)` after a delivery was
+    nacked or rejected on its own. Acks requested in one pass of the event loop go out together at its end.
     """
 
     def __init__(self, channel: AckChannel) -> None:
@@ -55,10 +55,15 @@ class AckWindow:
 
     async def ack(self, tag: int) -> None:
         """Ack `tag` with the others done in this pass of the loop; raises what writing the ack raised."""
+        await self.ack_soon(tag)
+
+    def ack_soon(self, tag: int) -> asyncio.Future[None]:
+        """`ack` without a task to wait in: the future completes once the ack is written (or with what
+        writing it raised)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done[tag] = waiter
         self._schedule()
-        await waiter
+        return waiter
 
     def released(self, tag: int) -> None:
         """`tag` was nacked or rejected on its own: a later multiple ack may pass it."""

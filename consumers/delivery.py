@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,8 @@ from consumers.event import Event
 from consumers.metrics import Metrics
 from consumers.outcome import Outcome, decide, error_text
 from consumers.policy import RetryPolicy, Sleep
-from consumers.store import Store, Transaction, Verdict
+from consumers.store import Store, Transaction, Verdict, Work
+from consumers.store.base import Staged
 from consumers.topology import Topology
 
 if TYPE_CHECKING:
@@ -46,26 +48,31 @@ class Delivery:
     sleep: Sleep = asyncio.sleep
     tracer: Tracer | None = None
 
-    async def handle(self, event: Event) -> Outcome:
+    async def handle(self, event: Event, failed: Exception | None = None) -> Outcome:
+        """Every try the policy allows, then the outcome. `failed`: the first try already ran (`first_try`)
+        and raised this; the policy goes on from there."""
         handler = self.consumer.handler_for(event.routing_key)
         result: Verdict | BaseException
         try:
             if handler is None:
                 raise NoHandler(f"consumer {self.consumer.name!r} has no handler for {event.routing_key!r}")
-            try:
-                # The first try runs bare: tenacity's machinery costs more than a handler that succeeds.
-                result = await self._try(event, handler)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            if failed is None:
+                try:
+                    # The first try runs bare: tenacity's machinery costs more than a handler that succeeds.
+                    result = await self._try(event, handler)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failed = exc
+            if failed is not None:
                 # Failed: tenacity takes over, its attempt 1 being this failure, so the policy applies
                 # exactly as if it had run every try.
-                first: Exception | None = exc
+                first: Exception | None = failed
                 async for attempt in self.policy.retrying(self.sleep):
                     with attempt:
                         if first is not None:
-                            failed, first = first, None
-                            raise failed from None
+                            failing, first = first, None
+                            raise failing from None
                         result = await self._try(event, handler)
         except asyncio.CancelledError:
             raise
@@ -75,6 +82,30 @@ class Delivery:
                 "consumer": self.consumer.name, "message_id": event.message_id,
                 "routing_key": event.routing_key, "attempt": event.attempt, "error": error_text(exc)})
         return decide(result, attempt=event.attempt, policy=self.policy, topology=self.topology)
+
+    async def first_try(self, event: Event, stage: Callable[[Event, Work], Awaitable[Staged]]) -> Staged:
+        """The first try, left in the store's open batch (`stage` of a StagingStore), under the time limit;
+        raises what it raised: hand that to `handle(event, failed=...)` for the rest of the policy."""
+        handler = self.consumer.handler_for(event.routing_key)
+        if handler is None:
+            raise NoHandler(f"consumer {self.consumer.name!r} has no handler for {event.routing_key!r}")
+
+        async def work(tx: Transaction) -> None:
+            await handler(event, tx)
+
+        limit = asyncio.timeout(self.policy.handler_timeout)
+        try:
+            async with limit:
+                return await stage(event, work)
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
+            raise self._too_slow(event) from exc
+
+    def _too_slow(self, event: Event) -> HandlerTimeout:
+        return HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took longer "
+                              f"than {self.policy.handler_timeout:g}s and was rolled back; make it faster or raise "
+                              "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS")
 
     async def _try(self, event: Event, handler: Handler) -> Verdict:
         async def work(tx: Transaction) -> None:
@@ -90,9 +121,7 @@ class Delivery:
         except TimeoutError as exc:
             if not limit.expired():
                 raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
-            raise HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took longer "
-                                 f"than {self.policy.handler_timeout:g}s and was rolled back; make it faster or raise "
-                                 "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS") from exc
+            raise self._too_slow(event) from exc
         finally:
             self.metrics.observe(self.consumer.name, time.perf_counter() - started)
 

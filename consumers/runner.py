@@ -7,6 +7,9 @@ import contextlib
 import logging
 import signal
 import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -18,15 +21,23 @@ from pamqp.commands import Basic
 from consumers.acks import AckWindow
 from consumers.consumer import Consumer
 from consumers.delivery import Delivery
-from consumers.errors import BrokerError, BrokerTlsError, MalformedEvent, SettingsError, TopologyError
-from consumers.event import decode
+from consumers.errors import (
+    BrokerError,
+    BrokerTlsError,
+    MalformedEvent,
+    SettingsError,
+    TopologyError,
+    UnsupportedOperation,
+)
+from consumers.event import Event, decode
 from consumers.http import HealthServer
 from consumers.metrics import Metrics
 from consumers.outcome import Done, Outcome, Park, copy_headers, error_text
 from consumers.policy import Sleep
 from consumers.received import Received
 from consumers.settings import ConsumerSettings
-from consumers.store import Clock, MemoryStore, SqliteStore, Store, is_postgres_url, utc_now
+from consumers.store import Clock, MemoryStore, SqliteStore, Store, Verdict, Work, is_postgres_url, utc_now
+from consumers.store.base import Staged
 from consumers.topology import Topology, declare
 from gateway import amqp_addresses, tracing, wire
 from gateway.amqp_tls import connect_error_text, tls_error
@@ -38,6 +49,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 log = logging.getLogger("consumers.runner")
+Stage = Callable[[Event, Work], Awaitable[Staged]]
 CONFIRM_TIMEOUT = 10.0
 RECONNECT_SECONDS = 2.0
 
@@ -97,6 +109,11 @@ class Runner:
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._acks: AckWindow | None = None
+        self._closed = False  # the connection is closed: a batch that fails now is left to the broker
+        # Stores with group commit stage the first try in their open batch, and the COMMIT's callback acks:
+        # no task per delivery waits for it. Traced deliveries keep a task each (their spans need one).
+        stage = getattr(self.store, "stage", None)
+        self._stage: Stage | None = stage if self.tracer is None and callable(stage) else None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -219,6 +236,7 @@ class Runner:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
+        self._closed = True
         await self.store.close()
         log.info("consumer_stopped", extra={"consumer": self.consumer.name})
 
@@ -230,18 +248,27 @@ class Runner:
         if task is not None:
             self._tasks.add(task)
         acks = self._window(message)
+        finished = True  # False: staged in the open batch, and the COMMIT's callback finishes it
         try:
             async with self._semaphore:
                 if self._stopping:  # delivered before the cancel reached the broker: hand it back
                     await self._hand_back(message, acks)
-                    return
-                await (self._process(message, acks) if self.tracer is None else self._process_traced(message, acks))
+                elif self._stage is not None:
+                    finished = await self._process_staged(message, acks, self._stage)
+                elif self.tracer is None:
+                    await self._process(message, acks)
+                else:
+                    await self._process_traced(message, acks)
         finally:
             if task is not None:
                 self._tasks.discard(task)
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+            if finished:
+                self._finished()
+
+    def _finished(self) -> None:
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
 
     def _window(self, message: Received) -> AckWindow:
         """The ack window of the delivery's channel (a new one after the robust channel reopened), with
@@ -278,6 +305,73 @@ class Runner:
                             otel.CONSUMER: self.consumer.name}) as span:
             await self._process(message, acks, span)
 
+    async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage) -> bool:
+        """The first try in the store's open batch, then on to the next delivery: no task waits for the
+        COMMIT; its callback acks (`_committed`). False when it was staged, True when it was finished here
+        (the first try failed and the retry policy ran, or the body could not be decoded)."""
+        try:
+            event = decode(message.body, routing_key=message.routing_key, exchange=message.exchange,
+                           message_id=message.message_id, type_=message.type, headers=message.headers,
+                           redelivered=message.redelivered)
+        except MalformedEvent:
+            await self._process(message, acks)  # parks it
+            return True
+        started = time.perf_counter()
+        try:
+            staged = await self.delivery.first_try(event, stage)
+        except asyncio.CancelledError:
+            raise  # never acked: the broker redelivers it
+        except Exception as exc:
+            self.metrics.observe(self.consumer.name, time.perf_counter() - started)
+            await self._settle(message, acks, await self.delivery.handle(event, exc), event.routing_key,
+                               event.message_id, event.attempt)
+            return True
+        staged.durable.add_done_callback(partial(self._committed, message, acks, event, staged, started))
+        return False
+
+    def _committed(self, message: Received, acks: AckWindow, event: Event, staged: Staged, started: float,
+                   _durable: object) -> None:
+        """The batch of a staged delivery committed (or failed): ack it, or run its retry policy."""
+        self.metrics.observe(self.consumer.name, time.perf_counter() - started)
+        try:
+            verdict = staged.result()
+        except BaseException as failure:  # the COMMIT failed, or the event failed when its batch was applied again
+            exc = failure if isinstance(failure, Exception) else UnsupportedOperation(
+                "the batch's COMMIT was cancelled; the event is tried again.")
+            if self._closed:
+                self._finished()  # unacked: the broker redelivers it
+                return
+            retry = asyncio.get_running_loop().create_task(self._retry(message, acks, event, exc))
+            self._tasks.add(retry)
+            retry.add_done_callback(self._tasks.discard)
+            return
+        acks.ack_soon(message.delivery_tag).add_done_callback(partial(self._acked, event, verdict))
+
+    def _acked(self, event: Event, verdict: Verdict, written: asyncio.Future[None]) -> None:
+        try:
+            if written.cancelled() or written.exception() is not None:
+                error = "cancelled" if written.cancelled() else error_text(written.exception())  # type: ignore[arg-type]
+                log.warning("ack_failed", extra={"consumer": self.consumer.name, "message_id": event.message_id,
+                                                 "routing_key": event.routing_key, "error": error})
+                return
+            self.metrics.count(self.consumer.name, verdict)
+            level = logging.DEBUG if verdict == "applied" else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, f"event_{verdict}", extra={
+                    "consumer": self.consumer.name, "message_id": event.message_id,
+                    "routing_key": event.routing_key, "attempt": event.attempt})
+        finally:
+            self._finished()
+
+    async def _retry(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
+        """A staged delivery whose batch failed it: the rest of its retry policy, then its outcome."""
+        try:
+            async with self._semaphore:
+                outcome = await self.delivery.handle(event, failed)
+                await self._settle(message, acks, outcome, event.routing_key, event.message_id, event.attempt)
+        finally:
+            self._finished()
+
     async def _process(self, message: Received, acks: AckWindow, span: Span | None = None) -> None:
         headers = message.headers
         try:
@@ -290,6 +384,13 @@ class Runner:
         else:
             outcome = await self.delivery.handle(event)
             routing_key, message_id, attempt = event.routing_key, event.message_id, event.attempt
+        await self._settle(message, acks, outcome, routing_key, message_id, attempt, span)
+
+    async def _settle(self, message: Received, acks: AckWindow, outcome: Outcome, routing_key: str,
+                      message_id: str, attempt: int, span: Span | None = None) -> None:
+        """Act on the outcome: republish a retry or a park (confirmed), then ack; hand back what could not
+        be republished."""
+        headers = message.headers
         ids = {"consumer": self.consumer.name, "message_id": message_id, "routing_key": routing_key}
         if span is not None:
             _span_outcome(span, outcome, routing_key=routing_key, message_id=message_id, attempt=attempt)

@@ -96,6 +96,31 @@ class Store(Protocol):
         ...
 
 
+class Staged(Protocol):
+    """An event applied inside its batch's open transaction, not yet committed (what a store's `stage`
+    returns; SQLite's and PostgreSQL's have one, and `apply` is `stage` followed by waiting for `durable`).
+    `durable` completes once the batch's COMMIT did (or failed); `result()` then gives the event's verdict,
+    or raises what failed it. The runner stages a delivery's first try and acks it from `durable`'s
+    callback, so no task waits for the COMMIT per delivery."""
+
+    durable: asyncio.Future[None]
+
+    def result(self) -> Verdict: ...
+
+
+class Applied:
+    """A `Staged` whose verdict is known when it is staged (SQLite decides the guards at once)."""
+
+    __slots__ = ("durable", "verdict")
+
+    def __init__(self, durable: asyncio.Future[None], verdict: Verdict) -> None:
+        self.durable, self.verdict = durable, verdict
+
+    def result(self) -> Verdict:
+        self.durable.result()  # the COMMIT's error, if it failed
+        return self.verdict
+
+
 class SqlStore(Store, Protocol):
     """A store with a database: SQLite or PostgreSQL."""
 

@@ -514,10 +514,16 @@ class PostgresStore:
         key = (event.organisation_id or "", event.entity) if event.entity is not None else event.message_id
         return self.lanes[hash(key) % len(self.lanes)]
 
-    async def apply(self, event: Event, work: Work) -> Verdict:
+    async def stage(self, event: Event, work: Work) -> _Entry:
         if not self._opened:
             raise UnsupportedOperation("the store is not open; call `await store.open()` first.")
-        return await self.lane_for(event).apply(event, work)
+        return await self.lane_for(event).stage(event, work)
+
+    async def apply(self, event: Event, work: Work) -> Verdict:
+        staged = await self.stage(event, work)
+        # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
+        await asyncio.shield(staged.durable)
+        return staged.result()
 
 
 def _statements(script: str) -> list[str]:
@@ -560,13 +566,22 @@ class _Entry:
     """One event of a batch, kept so the batch can be applied again after another event failed in it.
     `guard` is where its guards' answer arrives while that answer is still to be checked."""
 
-    __slots__ = ("error", "event", "guard", "verdict", "work")
+    __slots__ = ("durable", "error", "event", "guard", "verdict", "work")
 
     def __init__(self, event: Event, work: Work) -> None:
         self.event, self.work = event, work
         self.verdict: Verdict = "applied"
         self.guard: _Answer | None = None
         self.error: BaseException | None = None
+        self.durable: asyncio.Future[None]  # its batch's, once staged
+
+    def result(self) -> Verdict:
+        """After `durable`: the verdict as the batch that committed saw it (had it to be applied again), or
+        the error this event met there."""
+        self.durable.result()  # the COMMIT's error, if it failed
+        if self.error is not None:
+            raise self.error
+        return self.verdict
 
 
 class _PgBatch(Batch):
@@ -748,7 +763,7 @@ class _Lane:
         if batch.timer is not None:
             batch.timer.cancel()
 
-    async def apply(self, event: Event, work: Work) -> Verdict:
+    async def stage(self, event: Event, work: Work) -> _Entry:
         async with self.lock:
             connection = await self._ready()
             batch = self.batch or await self._begin(connection)
@@ -763,12 +778,8 @@ class _Lane:
                 batch.add(entry)
             if batch.count >= self.store.batch_size:
                 self._commit_soon(batch)
-            durable = batch.durable
-        # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
-        await asyncio.shield(durable)
-        if entry.error is not None:  # its batch was applied again, and this event failed there
-            raise entry.error
-        return entry.verdict  # as the batch that committed saw it, had it to be applied again
+            entry.durable = batch.durable
+            return entry
 
     def _fail(self, batch: _PgBatch, error: BaseException) -> None:
         """The batch's transaction is gone: every event of the batch fails (and is retried)."""

@@ -15,6 +15,7 @@ from consumers.errors import UnsupportedOperation
 from consumers.event import Event
 from consumers.store.base import (
     FRAMEWORK_SCHEMA,
+    Applied,
     Batch,
     Clock,
     Migration,
@@ -261,7 +262,7 @@ class SqliteStore:
         committed.add_done_callback(partial(answer, batch.durable))
         await asyncio.wait([committed])
 
-    async def apply(self, event: Event, work: Work) -> Verdict:
+    async def stage(self, event: Event, work: Work) -> Applied:
         async with self._lock:
             connection = self._connection
             if connection is None:
@@ -284,7 +285,10 @@ class SqliteStore:
             batch.count += 1
             if batch.count >= self.batch_size:
                 self._commit_soon(batch)
-            durable = batch.durable
+            return Applied(batch.durable, verdict)
+
+    async def apply(self, event: Event, work: Work) -> Verdict:
+        staged = await self.stage(event, work)
         # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
-        await asyncio.shield(durable)
-        return verdict
+        await asyncio.shield(staged.durable)
+        return staged.result()

@@ -85,8 +85,13 @@ async def runner() -> Any:
     await built.store.close()
 
 
-def delivery(channel: AmqpChannel, tag: int, *, body: bytes | None = None, headers: dict[str, Any] | None = None,
-             routing_key: str = "product.updated") -> Received:
+def delivery(channel: AmqpChannel, tag: int, **options: Any) -> Received:
+    return Received(deliver(channel, tag, **options))
+
+
+def deliver(channel: AmqpChannel, tag: int, *, body: bytes | None = None, headers: dict[str, Any] | None = None,
+            routing_key: str = "product.updated") -> DeliveredMessage:
+    """A delivery as aiormq hands it to the runner's subscription."""
     raw = body if body is not None else sample.encode(sample.body_for(routing_key, event_date=T0, object_id=tag))
     properties = Basic.Properties(message_id=f"m{tag}", message_type=routing_key, headers=headers or {},
                                   content_type=wire.CONTENT_TYPE, delivery_mode=2)
@@ -95,7 +100,7 @@ def delivery(channel: AmqpChannel, tag: int, *, body: bytes | None = None, heade
                                routing_key=routing_key),
         header=ContentHeader(body_size=len(raw), properties=properties), body=raw,
         channel=channel)  # type: ignore[arg-type]
-    return Received(delivered)
+    return delivered
 
 
 async def process(runner: Runner, channel: AmqpChannel, *tags: int, acks: AckWindow | None = None,
@@ -199,3 +204,123 @@ async def test_a_delivery_cancelled_in_its_handler_is_never_acked(runner: Runner
     assert channel.acked == [(2, False)]  # alone: never a multiple ack over the cancelled one
     assert acks.open == 2
     await stuck.store.close()
+
+
+# A consumer on SQLite: its deliveries take the staged path (first try in the open batch, acked from the
+# COMMIT's callback, no task waiting per delivery).
+STOCK_SCHEMA = ("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY);"
+                "CREATE TABLE IF NOT EXISTS parent (id TEXT PRIMARY KEY);"
+                "CREATE TABLE IF NOT EXISTS child (parent_id TEXT REFERENCES parent (id) "
+                "DEFERRABLE INITIALLY DEFERRED);")
+stock = Consumer("stock", bindings=("product.#",), schema=STOCK_SCHEMA,
+                 retry=RetryPolicy(attempts=2, tiers=(5, 30)))
+stock_mode: dict[str, object] = {}
+
+
+@stock.handler
+async def record(event: Event, tx: Transaction) -> None:
+    failures = stock_mode.get("fail_first", set())
+    assert isinstance(failures, set)
+    if event.message_id in failures:
+        failures.discard(event.message_id)
+        raise ConnectionError("upstream down")
+    if stock_mode.get("orphan") == event.message_id:  # passes its savepoint; the deferred check fails the COMMIT
+        stock_mode.pop("orphan")
+        await tx.write("INSERT INTO child VALUES ('nobody')")
+    hangs = stock_mode.get("hang")
+    if isinstance(hangs, asyncio.Event):
+        await hangs.wait()
+    await tx.write("INSERT INTO seen (id) VALUES (?)", (event.message_id,))
+
+
+@pytest.fixture
+async def on_sqlite(tmp_path: Any) -> Any:
+    stock_mode.clear()
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
+                                database=str(tmp_path / "stock.sqlite3"), batch_size=64, batch_max_wait_ms=5)
+    sleeps: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    built = Runner(stock, settings, metrics=Metrics(), clock=lambda: T0, sleep=no_sleep)
+    built._channel = PublishingChannel()  # type: ignore[assignment]
+    await built.store.open()
+    yield built
+    if built.store is not None:
+        await built.store.close()
+
+
+async def seen(runner: Runner) -> list[str]:
+    return [row[0] for row in await runner.store.query("SELECT id FROM seen ORDER BY id")]  # type: ignore[attr-defined]
+
+
+async def test_staged_deliveries_are_acked_by_their_commit_without_a_task_waiting(on_sqlite: Runner) -> None:
+    channel = AmqpChannel()
+    for tag in (1, 2, 3):
+        await on_sqlite._on_delivery(deliver(channel, tag))  # returns once staged, before the COMMIT
+    assert channel.acked == [] and on_sqlite._inflight == 3 and not on_sqlite._tasks
+    assert on_sqlite.store.pending == 3  # type: ignore[attr-defined]
+    await on_sqlite._idle.wait()  # the batch commits after its 5 ms; its callback acks
+    assert channel.acked == [(3, True)]
+    assert on_sqlite.metrics.value("stock", "applied") == 3
+    assert await seen(on_sqlite) == ["m1", "m2", "m3"]
+
+
+async def test_a_staged_first_try_that_fails_goes_on_with_the_retry_policy(on_sqlite: Runner) -> None:
+    stock_mode["fail_first"] = {"m2"}
+    channel = AmqpChannel()
+    for tag in (1, 2):
+        await on_sqlite._on_delivery(deliver(channel, tag))
+    await on_sqlite._idle.wait()
+    assert sorted(channel.acked) == [(1, False), (2, False)] or channel.acked == [(2, True)]
+    assert on_sqlite.metrics.value("stock", "applied") == 2  # the second try of m2 succeeded
+    assert await seen(on_sqlite) == ["m1", "m2"]
+
+
+async def test_a_batch_whose_commit_fails_sends_each_delivery_down_its_retry_path(on_sqlite: Runner) -> None:
+    """Nothing of the batch was committed: each of its deliveries is tried again (the policy's second try,
+    in a batch of its own), never acked on the strength of the failed COMMIT."""
+    stock_mode["orphan"] = "m2"
+    channel = AmqpChannel()
+    for tag in (1, 2, 3):
+        await on_sqlite._on_delivery(deliver(channel, tag))
+    await on_sqlite._idle.wait()
+    assert on_sqlite.metrics.value("stock", "applied") == 3
+    assert await seen(on_sqlite) == ["m1", "m2", "m3"]
+    assert max(tag for tag, _ in channel.acked) == 3 and not channel.nacked
+
+
+async def test_a_delivery_cancelled_while_it_is_staged_is_never_acked(on_sqlite: Runner) -> None:
+    stock_mode["hang"] = release = asyncio.Event()
+    channel = AmqpChannel()
+    stuck = asyncio.create_task(on_sqlite._on_delivery(deliver(channel, 1)))
+    while on_sqlite._inflight < 1 or not on_sqlite._tasks:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)  # inside its handler, in the open batch
+    stuck.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+    assert on_sqlite._inflight == 0
+    stock_mode.pop("hang")
+    release.set()
+    await on_sqlite._on_delivery(deliver(channel, 2))
+    await on_sqlite._idle.wait()
+    assert channel.acked == [(2, False)]  # alone: never a multiple ack over the cancelled one
+    assert await seen(on_sqlite) == ["m2"]
+
+
+async def test_stop_waits_for_the_commit_of_staged_deliveries_and_their_acks(tmp_path: Any) -> None:
+    stock_mode.clear()
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
+                                database=str(tmp_path / "stock.sqlite3"), batch_size=64, batch_max_wait_ms=200)
+    runner = Runner(stock, settings, metrics=Metrics())
+    runner._channel = PublishingChannel()  # type: ignore[assignment]
+    await runner.store.open()
+    channel = AmqpChannel()
+    for tag in (1, 2):
+        await runner._on_delivery(deliver(channel, tag))
+    assert channel.acked == []
+    await runner.stop()  # drains: the batch commits (after its 200 ms) and both are acked before it returns
+    assert channel.acked == [(2, True)]
+    assert runner.metrics.value("stock", "applied") == 2
