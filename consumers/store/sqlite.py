@@ -32,6 +32,7 @@ from consumers.store.base import (
 )
 
 T = TypeVar("T")
+BUSY_SECONDS = 10.0  # how long BEGIN IMMEDIATE waits for another process's write lock
 
 
 
@@ -129,13 +130,16 @@ class SqliteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                     timeout=10.0)
+                                     timeout=BUSY_SECONDS)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         try:
             connection.executescript(FRAMEWORK_SCHEMA + self.schema)
             self._migrate(connection)
+            # From here on only BEGIN IMMEDIATE can meet another process's lock (WAL: reads and COMMIT do
+            # not wait): tried without waiting on the loop, then waiting on the store's thread (`_begin`).
+            connection.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             connection.close()
             raise
@@ -212,20 +216,35 @@ class SqliteStore:
                 return "stale"
         return None
 
+    @staticmethod
+    def _begin_waiting(connection: sqlite3.Connection) -> None:
+        """On the store's thread: BEGIN IMMEDIATE, waiting up to BUSY_SECONDS for another process's lock."""
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        finally:
+            connection.execute("PRAGMA busy_timeout = 0")
+
     def _rollback(self, connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
 
     async def _begin(self, connection: sqlite3.Connection) -> Batch:
-        """Open the next batch's transaction (under the lock). BEGIN IMMEDIATE may wait for another
-        process's write lock, so it runs on the store's thread; cancelled there, the transaction it
-        opens is rolled back by a rollback queued right behind it."""
+        """Open the next batch's transaction (under the lock). BEGIN IMMEDIATE is tried at once, on the loop,
+        without waiting (busy_timeout 0): the write lock is free unless another process holds it. Only then
+        does it wait for the lock, on the store's thread; cancelled there, the transaction it opens is rolled
+        back by a rollback queued right behind it."""
         try:
-            await self._run(partial(connection.execute, "BEGIN IMMEDIATE"))
-        except BaseException:
-            if self._executor is not None:
-                self._executor.submit(self._rollback, connection)
-            raise
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                raise
+            try:
+                await self._run(partial(self._begin_waiting, connection))
+            except BaseException:
+                if self._executor is not None:
+                    self._executor.submit(self._rollback, connection)
+                raise
         batch = self._batch = Batch(date_key(self.clock()))
         if self.batch_size > 1:
             batch.timer = asyncio.get_running_loop().call_later(self.batch_max_wait, self._commit_soon, batch)

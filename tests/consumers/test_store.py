@@ -174,6 +174,35 @@ async def test_a_task_cancelled_while_begin_is_running_leaves_no_open_transactio
     await store.close()
 
 
+async def test_begin_runs_on_the_loop_and_waits_on_the_store_thread_only_for_another_process(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE is tried on the event loop without waiting (no hop to the store's thread per batch);
+    only when another process holds the write lock does it wait for it, on the store's thread."""
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, schema=SCHEMA)
+    await store.open()
+    begun: list[str] = []
+    await store.call(lambda c: c.set_trace_callback(
+        lambda sql: begun.append(threading.current_thread().name) if sql == "BEGIN IMMEDIATE" else None))
+    loop_thread = threading.current_thread().name
+    assert await apply(store, event(name="first"), Writes()) == "applied"
+    assert begun == [loop_thread]
+    begun.clear()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process's write lock
+    try:
+        waiting = asyncio.create_task(apply(store, event(name="second"), Writes()))
+        while len(begun) < 2:  # tried on the loop, then again on the store's thread, where it waits
+            await asyncio.sleep(0.001)
+        assert not waiting.done()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await waiting == "applied"
+    assert begun[0] == loop_thread and begun[1].startswith("consumer-sqlite")
+    assert await store.query("SELECT name FROM seen ORDER BY name") == [("first",), ("second",)]
+    await store.close()
+
+
 class Batched:
     """A file SQLite store with group commit, and a handler that writes the product name."""
 
