@@ -1,8 +1,8 @@
 """Consumer throughput: events/s applied by the inventory service into SQLite and PostgreSQL, against the limit.
 
 Publishes N realistic product events (created, updated, stock, ATS, deleted; distinct message ids and
-products, in date order per product) to an exchange and queues of its own; then, in each of R rounds (fresh
-events each round):
+products, in date order per product) to an exchange of its own; then, in each of R rounds (fresh events and
+fresh quorum queues each round, as the limit gets):
 
 1. the limit: raw aio-pika draining the same messages from the same kind of queue (quorum), one ack
    per message, at the same prefetch, doing nothing else; and the same one layer down (aiormq, on which
@@ -12,12 +12,16 @@ events each round):
 3. the same on PostgreSQL (a database of its own on the server at --postgres-url / TEST_POSTGRES_URL,
    created and dropped; the server's default `synchronous_commit=on`), from a queue of its own.
 
-Each ratio is a consumer's rate over the aio-pika limit of the same round; the figures printed are the
-medians over the rounds, so one slow round on a shared machine does not decide them.
+The aio-pika limit is measured before and after each consumer, and the consumer's ratio is its rate over
+the mean of those two: on a shared machine the speed drifts within seconds, and a limit taken only before
+would compare the consumer with another moment. Each side's clock runs from its subscription (`consume`)
+to its last delivery settled; connecting, opening the store and declaring queues are outside both. The
+figures printed are the medians over the rounds.
 
 The last line printed is one JSON object: limit_events_per_s, limit_aiormq_events_per_s, sqlite_events_per_s,
-postgres_events_per_s, sqlite_ratio, postgres_ratio, ratios_per_round, lost (events not accounted for as
-applied, stale or duplicate, or products missing from a store; every round and store added up).
+postgres_events_per_s, sqlite_ratio, postgres_ratio, ratios_per_round, rates_per_round, lost (events not
+accounted for as applied, stale or duplicate, or products missing from a store; every round and store added
+up).
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres \
         python tests/bench/consumer_bench.py --events 5000
@@ -90,13 +94,21 @@ async def publish(url: str, exchange: str, outgoing: list[message.Outgoing], *, 
 
 
 async def cleanup(url: str, settings: ConsumerSettings) -> None:
+    """Delete a run's queues."""
     topology = topology_for(inventory, settings)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        for name in (topology.queue, topology.parked, *topology.tier_queues, wire.unrouted_name(topology.exchange)):
+        for name in (topology.queue, topology.parked, *topology.tier_queues):
             await channel.queue_delete(name)
-        for name in (topology.exchange, wire.unrouted_name(topology.exchange)):
+
+
+async def remove_exchange(url: str, exchange: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(wire.unrouted_name(exchange))
+        for name in (exchange, wire.unrouted_name(exchange)):
             await channel.exchange_delete(name)
 
 
@@ -147,15 +159,47 @@ def cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
-async def drain(runner: Runner, metrics: Metrics, count: int) -> tuple[float, float]:
-    """Start the consumer on its full queue; seconds until every event has an outcome, and this process's
-    CPU seconds meanwhile (all its threads)."""
+class Timed(Runner):
+    """The runner, noting when it subscribes: its clock starts there, as the limit's starts at `consume`
+    (connecting, opening the store and declaring the queues are not part of either)."""
+
+    subscribed: float | None = None
+
+    async def _subscribe(self) -> None:
+        if self.subscribed is None:
+            self.subscribed = time.perf_counter()
+        await super()._subscribe()
+
+
+class Counted(Metrics):
+    """The runner's metrics, noting when the `count`-th delivery got its final outcome (the limit's clock
+    stops at its last ack in the same way, rather than at the next look at a counter)."""
+
+    FINAL = ("applied", "stale", "duplicate", "parked")
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.expected, self.final = count, 0
+        self.done = asyncio.Event()
+        self.finished = 0.0
+
+    def count(self, consumer: str, outcome: str) -> None:
+        super().count(consumer, outcome)
+        if outcome in self.FINAL:
+            self.final += 1
+            if self.final == self.expected:
+                self.finished = time.perf_counter()
+                self.done.set()
+
+
+async def drain(runner: Timed, metrics: Counted) -> tuple[float, float]:
+    """Start the consumer on its full queue; seconds from its subscription until every event has an
+    outcome, and this process's CPU seconds meanwhile (all its threads, from before the start)."""
     cpu = cpu_seconds()
-    started = time.perf_counter()
     await runner.start()
-    while sum(metrics.value("inventory", o) for o in ("applied", "stale", "duplicate", "parked")) < count:
-        await asyncio.sleep(0.05)  # reading the registry costs the consumer's loop time: not too often
-    elapsed = time.perf_counter() - started
+    await metrics.done.wait()
+    assert runner.subscribed is not None
+    elapsed = metrics.finished - runner.subscribed
     cpu = cpu_seconds() - cpu
     await runner.stop()
     return elapsed, cpu
@@ -176,10 +220,10 @@ def postgres_products(url: str) -> tuple[int, str]:
 
 
 async def main(count: int, url: str, postgres_server: str | None, settings_overrides: dict[str, int],
-               rounds: int = 3) -> dict[str, object]:
-    """`rounds` rounds of: the limit, then each consumer, on `count` fresh events each; the figures are the
-    medians over the rounds (each ratio against its own round's limit, so a noisy neighbour that slows one
-    round moves both sides of it)."""
+               rounds: int = 5) -> dict[str, object]:
+    """`rounds` rounds of: the limit, then each consumer followed by the limit again, on `count` fresh events
+    each; the figures are the medians over the rounds (each ratio against the limit measured on either side
+    of it, so a noisy neighbour that slows that moment moves both sides of the ratio)."""
     suffix = uuid.uuid4().hex[:8]
     exchange = f"bench.consumers.{suffix}"
     limits: dict[str, list[float]] = {"aio-pika": [], "aiormq": []}
@@ -188,60 +232,71 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
     cpu: dict[str, list[float]] = {}
     outcomes: dict[str, dict[str, int]] = {}
     lost: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
-        database = Path(directory) / "inventory.sqlite3"
+    async with contextlib.AsyncExitStack() as stack:
+        database = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "inventory.sqlite3"
         common: dict[str, Any] = {"amqp_url": url, "exchange": exchange, "http_port": 0, **settings_overrides}
-        runs = {"sqlite": ConsumerSettings(queue=f"inventory-bench-{suffix}", database=str(database), **common)}
+        databases = {"sqlite": str(database)}
         if postgres_server is not None:
             sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: find `tests`
             from tests import postgres
 
-            pg_url = stack.enter_context(postgres.database(postgres_server, "tvg_bench"))
-            runs["postgres"] = ConsumerSettings(queue=f"inventory-bench-pg-{suffix}", database=pg_url, **common)
-        settings = runs["sqlite"]
-        try:
-            connection = await aio_pika.connect(url)
-            async with connection:
-                await ensure_topology(connection, exchange)
-                channel = await connection.channel()
-                for chosen in runs.values():
-                    await declare(channel, topology_for(inventory, chosen))
-            for number in range(rounds):
-                outgoing = events(count, first_product=3451582911247500000 + number * count)
-                for layer in limits:
-                    limits[layer].append(count / await limit(url, exchange, outgoing, settings.prefetch, layer=layer))
+            databases["postgres"] = stack.enter_context(postgres.database(postgres_server, "tvg_bench"))
+        settings = ConsumerSettings(database=str(database), **common)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            await ensure_topology(connection, exchange)
+        stack.push_async_callback(remove_exchange, url, exchange)
+        for number in range(rounds):
+            # Fresh queues each round, as the limit's: a quorum queue's log grows with every message it
+            # took, so a queue kept across rounds would slow its consumer round after round.
+            runs = {name: ConsumerSettings(queue=f"inventory-bench-{name}-{suffix}-{number}", database=where, **common)
+                    for name, where in databases.items()}
+            outgoing = events(count, first_product=3451582911247500000 + number * count)
+            try:
+                connection = await aio_pika.connect(url)
+                async with connection:
+                    channel = await connection.channel()
+                    for chosen in runs.values():
+                        await declare(channel, topology_for(inventory, chosen))
+                limits["aiormq"].append(count / await limit(url, exchange, outgoing, settings.prefetch, layer="aiormq"))
+                around = [count / await limit(url, exchange, outgoing, settings.prefetch)]
                 await publish(url, exchange, outgoing)  # routed to every run's queue
                 for name, chosen in runs.items():
-                    metrics = Metrics()
-                    elapsed, used = await drain(Runner(inventory, chosen, metrics=metrics), metrics, count)
+                    metrics = Counted(count)
+                    elapsed, used = await drain(Timed(inventory, chosen, metrics=metrics), metrics)
+                    # Each consumer between two measurements of the limit: its ratio is against their mean.
+                    around.append(count / await limit(url, exchange, outgoing, settings.prefetch))
                     rates.setdefault(name, []).append(count / elapsed)
-                    ratios.setdefault(name, []).append(count / elapsed / limits["aio-pika"][-1])
+                    ratios.setdefault(name, []).append(count / elapsed / statistics.mean(around[-2:]))
                     cpu.setdefault(name, []).append(used / count * 1e6)
                     for outcome, value in outcomes_of(metrics).items():
                         outcomes.setdefault(name, {}).setdefault(outcome, 0)
                         outcomes[name][outcome] += value
-            products = rounds * len({m.headers["tradevine-object-id"] for m in events(count)})
-            rows = {"sqlite": sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]}
-            synchronous = "?"
-            if "postgres" in runs:
-                rows["postgres"], synchronous = postgres_products(str(runs["postgres"].database))
-        finally:
-            for chosen in runs.values():
-                await cleanup(url, chosen)
+                limits["aio-pika"].extend(around)
+            finally:
+                for chosen in runs.values():
+                    await cleanup(url, chosen)
+        products = rounds * len({m.headers["tradevine-object-id"] for m in events(count)})
+        rows = {"sqlite": sqlite3.connect(database).execute("SELECT count(*) FROM products").fetchone()[0]}
+        synchronous = "?"
+        if "postgres" in databases:
+            rows["postgres"], synchronous = postgres_products(databases["postgres"])
     for name, o in outcomes.items():
         lost[name] = rounds * count - o["applied"] - o["stale"] - o["duplicate"] + (products - rows[name])
     result: dict[str, object] = {"limit_events_per_s": round(statistics.median(limits["aio-pika"]), 1),
                                  "limit_aiormq_events_per_s": round(statistics.median(limits["aiormq"]), 1)}
-    for name in runs:
+    for name in databases:
         result[f"{name}_events_per_s"] = round(statistics.median(rates[name]), 1)
         result[f"{name}_ratio"] = round(statistics.median(ratios[name]), 3)
         result[f"{name}_cpu_us_per_event"] = round(statistics.median(cpu[name]))  # the consumer process
     result.update({
         "lost": sum(lost.values()), "events": count, "rounds": rounds,
         "ratios_per_round": {name: [round(r, 3) for r in values] for name, values in ratios.items()},
+        "rates_per_round": {"limit": [round(r) for r in limits["aio-pika"]],
+                            **{name: [round(r) for r in values] for name, values in rates.items()}},
         "prefetch": settings.prefetch, "concurrency": settings.concurrency, "batch_size": settings.batch_size,
         "batch_max_wait_ms": settings.batch_max_wait_ms, "sqlite_synchronous": "FULL",
-        "postgres_synchronous_commit": synchronous if "postgres" in runs else None,
+        "postgres_synchronous_commit": synchronous if "postgres" in databases else None,
         "outcomes": outcomes})
     return result
 
@@ -249,7 +304,7 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000, help="events per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (limit, then each store); medians reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (limit, then each store); medians reported")
     parser.add_argument("--prefetch", type=int, help="CONSUMER_PREFETCH (default: the setting's default)")
     parser.add_argument("--concurrency", type=int, help="CONSUMER_CONCURRENCY")
     parser.add_argument("--batch-size", type=int, help="CONSUMER_BATCH_SIZE")
