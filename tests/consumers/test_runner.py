@@ -5,6 +5,7 @@ are doubles that record what the runner writes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,8 +228,11 @@ async def record(event: Event, tx: Transaction) -> None:
     if stock_mode.get("orphan") == event.message_id:  # passes its savepoint; the deferred check fails the COMMIT
         stock_mode.pop("orphan")
         await tx.write("INSERT INTO child VALUES ('nobody')")
+    tries = stock_mode.setdefault("tries", {})
+    assert isinstance(tries, dict)
+    tries[event.message_id] = tries.get(event.message_id, 0) + 1
     hangs = stock_mode.get("hang")
-    if isinstance(hangs, asyncio.Event):
+    if isinstance(hangs, asyncio.Event) and tries[event.message_id] > stock_mode.get("hang_from_try", 0):  # type: ignore[operator]
         await hangs.wait()
     await tx.write("INSERT INTO seen (id) VALUES (?)", (event.message_id,))
 
@@ -324,3 +328,27 @@ async def test_stop_waits_for_the_commit_of_staged_deliveries_and_their_acks(tmp
     await runner.stop()  # drains: the batch commits (after its 200 ms) and both are acked before it returns
     assert channel.acked == [(2, True)]
     assert runner.metrics.value("stock", "applied") == 2
+
+
+async def test_a_retry_of_a_staged_delivery_cancelled_by_the_drain_timeout_is_never_acked(tmp_path: Any) -> None:
+    """The batch's COMMIT failed, so the delivery went on to its second try in a task of its own; a stop
+    whose drain time runs out cancels that task in its handler: nothing acked, nothing committed, and the
+    runner's count of deliveries in progress is back to zero."""
+    stock_mode.clear()
+    stock_mode.update({"orphan": "m1", "hang": asyncio.Event(), "hang_from_try": 1})  # hangs from the 2nd try
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
+                                database=str(tmp_path / "stock.sqlite3"), batch_max_wait_ms=5, drain_seconds=1)
+    runner = Runner(stock, settings, metrics=Metrics(), sleep=lambda _seconds: asyncio.sleep(0))
+    runner._channel = PublishingChannel()  # type: ignore[assignment]
+    await runner.store.open()
+    channel = AmqpChannel()
+    await runner._on_delivery(deliver(channel, 1))
+    while stock_mode["tries"] != {"m1": 2}:  # the COMMIT failed; the retry is in its handler
+        await asyncio.sleep(0.001)
+    assert len(runner._tasks) == 1 and runner._inflight == 1
+    await runner.stop()
+    assert channel.acked == [] and channel.nacked == []
+    assert runner._inflight == 0 and not runner._tasks
+    assert runner.metrics.value("stock", "applied") == 0
+    with sqlite3.connect(tmp_path / "stock.sqlite3") as check:
+        assert check.execute("SELECT count(*) FROM seen").fetchone() == (0,)
