@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from consumers.consumer import Consumer, Handler
 from consumers.errors import HandlerTimeout, Permanent
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 log = logging.getLogger("consumers.delivery")
+T = TypeVar("T")
 
 
 class NoHandler(Permanent):
@@ -51,11 +52,9 @@ class Delivery:
     async def handle(self, event: Event, failed: Exception | None = None) -> Outcome:
         """Every try the policy allows, then the outcome. `failed`: the first try already ran (`first_try`)
         and raised this; the policy goes on from there."""
-        handler = self.consumer.handler_for(event.routing_key)
         result: Verdict | BaseException
         try:
-            if handler is None:
-                raise NoHandler(f"consumer {self.consumer.name!r} has no handler for {event.routing_key!r}")
+            handler = self._handler(event)
             if failed is None:
                 try:
                     # The first try runs bare: tenacity's machinery costs more than a handler that succeeds.
@@ -84,44 +83,35 @@ class Delivery:
         return decide(result, attempt=event.attempt, policy=self.policy, topology=self.topology)
 
     async def first_try(self, event: Event, stage: Callable[[Event, Work], Awaitable[Staged]]) -> Staged:
-        """The first try, left in the store's open batch (`stage` of a StagingStore), under the time limit;
-        raises what it raised: hand that to `handle(event, failed=...)` for the rest of the policy."""
+        """The first try, left in the store's open batch (a store's `stage`), under the time limit; raises
+        what it raised: hand that to `handle(event, failed)` for the rest of the policy."""
+        return await self._limited(event, stage(event, _work(event, self._handler(event))))
+
+    def _handler(self, event: Event) -> Handler:
         handler = self.consumer.handler_for(event.routing_key)
         if handler is None:
             raise NoHandler(f"consumer {self.consumer.name!r} has no handler for {event.routing_key!r}")
+        return handler
 
-        async def work(tx: Transaction) -> None:
-            await handler(event, tx)
-
+    async def _limited(self, event: Event, attempt: Awaitable[T]) -> T:
+        """`attempt` under the handler time limit: cut off there, it raises HandlerTimeout."""
         limit = asyncio.timeout(self.policy.handler_timeout)
         try:
             async with limit:
-                return await stage(event, work)
+                return await attempt
         except TimeoutError as exc:
             if not limit.expired():
                 raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
-            raise self._too_slow(event) from exc
-
-    def _too_slow(self, event: Event) -> HandlerTimeout:
-        return HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took longer "
-                              f"than {self.policy.handler_timeout:g}s and was rolled back; make it faster or raise "
-                              "RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS")
+            raise HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took "
+                                 f"longer than {self.policy.handler_timeout:g}s and was rolled back; make it faster "
+                                 "or raise RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS"
+                                 ) from exc
 
     async def _try(self, event: Event, handler: Handler) -> Verdict:
-        async def work(tx: Transaction) -> None:
-            await handler(event, tx)
-
         started = time.perf_counter()
-        limit = asyncio.timeout(self.policy.handler_timeout)
         try:
-            async with limit:
-                if self.tracer is None:
-                    return await self.store.apply(event, work)
-                return await self._apply_traced(event, handler)
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
-            raise self._too_slow(event) from exc
+            return await self._limited(event, self.store.apply(event, _work(event, handler)) if self.tracer is None
+                                       else self._apply_traced(event, handler))
         finally:
             self.metrics.observe(self.consumer.name, time.perf_counter() - started)
 
@@ -149,3 +139,11 @@ class Delivery:
         commit.set_status(StatusCode.OK)
         commit.end()
         return verdict
+
+
+def _work(event: Event, handler: Handler) -> Work:
+    """The store's `work` for one try: the handler with this event."""
+    async def work(tx: Transaction) -> None:
+        await handler(event, tx)
+
+    return work

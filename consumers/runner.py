@@ -310,9 +310,7 @@ class Runner:
         COMMIT; its callback acks (`_committed`). False when it was staged, True when it was finished here
         (the first try failed and the retry policy ran, or the body could not be decoded)."""
         try:
-            event = decode(message.body, routing_key=message.routing_key, exchange=message.exchange,
-                           message_id=message.message_id, type_=message.type, headers=message.headers,
-                           redelivered=message.redelivered)
+            event = self._decode(message)
         except MalformedEvent:
             await self._process(message, acks)  # parks it
             return True
@@ -349,19 +347,23 @@ class Runner:
 
     def _acked(self, event: Event, verdict: Verdict, written: asyncio.Future[None]) -> None:
         try:
-            if written.cancelled() or written.exception() is not None:
-                error = "cancelled" if written.cancelled() else error_text(written.exception())  # type: ignore[arg-type]
+            failure = None if written.cancelled() else written.exception()
+            if written.cancelled() or failure is not None:
                 log.warning("ack_failed", extra={"consumer": self.consumer.name, "message_id": event.message_id,
-                                                 "routing_key": event.routing_key, "error": error})
+                                                 "routing_key": event.routing_key,
+                                                 "error": "cancelled" if failure is None else error_text(failure)})
                 return
-            self.metrics.count(self.consumer.name, verdict)
-            level = logging.DEBUG if verdict == "applied" else logging.INFO
-            if log.isEnabledFor(level):
-                log.log(level, f"event_{verdict}", extra={
-                    "consumer": self.consumer.name, "message_id": event.message_id,
-                    "routing_key": event.routing_key, "attempt": event.attempt})
+            self._done(verdict, event.message_id, event.routing_key, event.attempt)
         finally:
             self._finished()
+
+    def _done(self, verdict: Verdict, message_id: str, routing_key: str, attempt: int) -> None:
+        """Count and log a delivery acked as applied, duplicate or stale."""
+        self.metrics.count(self.consumer.name, verdict)
+        level = logging.DEBUG if verdict == "applied" else logging.INFO
+        if log.isEnabledFor(level):  # most events: applied, not logged at info; skip building the line
+            log.log(level, f"event_{verdict}", extra={"consumer": self.consumer.name, "message_id": message_id,
+                                                      "routing_key": routing_key, "attempt": attempt})
 
     async def _retry(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
         """A staged delivery whose batch failed it: the rest of its retry policy, then its outcome."""
@@ -372,12 +374,15 @@ class Runner:
         finally:
             self._finished()
 
+    @staticmethod
+    def _decode(message: Received) -> Event:
+        return decode(message.body, routing_key=message.routing_key, exchange=message.exchange,
+                      message_id=message.message_id, type_=message.type, headers=message.headers,
+                      redelivered=message.redelivered)
+
     async def _process(self, message: Received, acks: AckWindow, span: Span | None = None) -> None:
-        headers = message.headers
         try:
-            event = decode(message.body, routing_key=message.routing_key, exchange=message.exchange,
-                           message_id=message.message_id, type_=message.type, headers=headers,
-                           redelivered=message.redelivered)
+            event = self._decode(message)
         except MalformedEvent as exc:
             outcome: Outcome = Park(self.topology.parked, error_text(exc), 1, permanent=True)
             routing_key, message_id, attempt = message.type or message.routing_key or "", message.message_id or "", 1
@@ -413,12 +418,11 @@ class Runner:
             if span is not None:
                 span.set_attribute("tradevine.ack_failed", error_text(exc))
             return
-        self.metrics.count(self.consumer.name, outcome.label)
         if isinstance(outcome, Done):
-            level = logging.DEBUG if outcome.verdict == "applied" else logging.INFO
-            if log.isEnabledFor(level):  # most events: applied, not logged at info; skip building the line
-                log.log(level, f"event_{outcome.verdict}", extra={**ids, "attempt": attempt})
-        elif isinstance(outcome, Park):
+            self._done(outcome.verdict, message_id, routing_key, attempt)
+            return
+        self.metrics.count(self.consumer.name, outcome.label)
+        if isinstance(outcome, Park):
             log.warning("event_parked", extra={**ids, "queue": outcome.queue, "attempt": outcome.attempt,
                                                "permanent": outcome.permanent, "error": outcome.error})
         else:

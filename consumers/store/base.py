@@ -108,6 +108,14 @@ class Staged(Protocol):
     def result(self) -> Verdict: ...
 
 
+async def committed(staged: Staged) -> Verdict:
+    """What `apply` returns after `stage`: the verdict once the batch's COMMIT is durable. Every verdict
+    waits for it, a duplicate or stale one too (it may rest on this batch's rows); a waiter cancelled
+    meanwhile does not cancel the COMMIT."""
+    await asyncio.shield(staged.durable)
+    return staged.result()
+
+
 class Applied:
     """A `Staged` whose verdict is known when it is staged (SQLite decides the guards at once)."""
 

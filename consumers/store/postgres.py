@@ -61,6 +61,7 @@ from consumers.store.base import (
     Work,
     answer,
     check_migrations,
+    committed,
     date_key,
     guarded,
     migration_failed,
@@ -520,10 +521,7 @@ class PostgresStore:
         return await self.lane_for(event).stage(event, work)
 
     async def apply(self, event: Event, work: Work) -> Verdict:
-        staged = await self.stage(event, work)
-        # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
-        await asyncio.shield(staged.durable)
-        return staged.result()
+        return await committed(await self.stage(event, work))
 
 
 def _statements(script: str) -> list[str]:

@@ -352,3 +352,22 @@ async def test_a_retry_of_a_staged_delivery_cancelled_by_the_drain_timeout_is_ne
     assert runner.metrics.value("stock", "applied") == 0
     with sqlite3.connect(tmp_path / "stock.sqlite3") as check:
         assert check.execute("SELECT count(*) FROM seen").fetchone() == (0,)
+
+
+async def test_a_delivery_cancelled_in_its_second_try_after_a_staged_first_try_failed_is_never_acked(
+        on_sqlite: Runner) -> None:
+    """The first try failed, so the same task goes on with the retry policy; cancelled in that second try
+    (a pod stopping), the delivery is neither acked nor counted, and the runner's count is back to zero."""
+    stock_mode.update({"fail_first": {"m1"}, "hang": asyncio.Event()})  # the failing try is not counted
+    channel = AmqpChannel()
+    task = asyncio.create_task(on_sqlite._on_delivery(deliver(channel, 1)))
+    while stock_mode.get("tries") != {"m1": 1}:  # the second try is in its handler, inside the open batch
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert on_sqlite._inflight == 0 and not on_sqlite._tasks
+    while on_sqlite.store._batch is not None:  # type: ignore[attr-defined]  # until the batch committed
+        await asyncio.sleep(0.001)
+    assert channel.acked == [] and channel.nacked == []
+    assert on_sqlite.metrics.value("stock", "applied") == 0 and await seen(on_sqlite) == []
