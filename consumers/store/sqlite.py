@@ -25,6 +25,7 @@ from consumers.store.base import (
     Work,
     answer,
     check_migrations,
+    committed,
     date_key,
     migration_failed,
     pending,
@@ -104,6 +105,7 @@ class SqliteStore:
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._batch: Batch | None = None
+        self._behind: asyncio.Future[None] | None = None  # the last statement handed to the store's thread
 
     @property
     def pending(self) -> int:
@@ -233,17 +235,25 @@ class SqliteStore:
         """Open the next batch's transaction (under the lock). BEGIN IMMEDIATE is tried at once, on the loop,
         without waiting (busy_timeout 0): the write lock is free unless another process holds it. Only then
         does it wait for the lock, on the store's thread; cancelled there, the transaction it opens is rolled
-        back by a rollback queued right behind it."""
+        back by a rollback queued right behind it. Whatever a cancelled task left running on the store's
+        thread (a COMMIT, that BEGIN and its rollback) finishes first: the connection takes one statement
+        at a time."""
+        if self._behind is not None and not self._behind.done():
+            await asyncio.wait([self._behind])  # not cancelled with this task
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
                 raise
+            assert self._executor is not None
+            loop = asyncio.get_running_loop()
+            waiting = self._behind = loop.run_in_executor(self._executor, self._begin_waiting, connection)
+            waiting.add_done_callback(_retrieved)  # its error is raised here, unless this task was cancelled
             try:
-                await self._run(partial(self._begin_waiting, connection))
+                await asyncio.shield(waiting)
             except BaseException:
-                if self._executor is not None:
-                    self._executor.submit(self._rollback, connection)
+                self._behind = loop.run_in_executor(self._executor, self._rollback, connection)
+                self._behind.add_done_callback(_retrieved)
                 raise
         batch = self._batch = Batch(date_key(self.clock()))
         if self.batch_size > 1:
@@ -274,10 +284,10 @@ class SqliteStore:
             batch.timer.cancel()
         connection = self._connection
         assert connection is not None and self._executor is not None
-        committed = asyncio.get_running_loop().run_in_executor(
+        committed = self._behind = asyncio.get_running_loop().run_in_executor(
             self._executor, self._commit_or_rollback, connection)
         # The waiters get COMMIT's answer from the future itself, so a cancelled committer cannot
-        # leave them hanging; the next BEGIN queues behind COMMIT on the same thread.
+        # leave them hanging; the next BEGIN waits for it (`_behind`).
         committed.add_done_callback(partial(answer, batch.durable))
         await asyncio.wait([committed])
 
@@ -307,7 +317,10 @@ class SqliteStore:
             return Applied(batch.durable, verdict)
 
     async def apply(self, event: Event, work: Work) -> Verdict:
-        staged = await self.stage(event, work)
-        # Every verdict waits for the COMMIT: a duplicate or stale verdict may rest on this batch's rows.
-        await asyncio.shield(staged.durable)
-        return staged.result()
+        return await committed(await self.stage(event, work))
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """Mark a statement's error as seen when the task that awaited it is gone (cancelled)."""
+    if not done.cancelled():
+        done.exception()

@@ -153,8 +153,11 @@ async def test_a_task_cancelled_while_begin_is_running_leaves_no_open_transactio
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, schema=SCHEMA)
     await store.open()
-    begun = threading.Event()
-    await store.call(lambda c: c.set_trace_callback(lambda sql: begun.set() if sql == "BEGIN IMMEDIATE" else None))
+    begun = threading.Event()  # BEGIN is tried on the loop first; this is the one that waits, on the store's thread
+    loop_thread = threading.current_thread()
+    await store.call(lambda c: c.set_trace_callback(
+        lambda sql: begun.set() if sql == "BEGIN IMMEDIATE" and threading.current_thread() is not loop_thread
+        else None))
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # holds the write lock, so the store's BEGIN waits inside SQLite
     try:
