@@ -20,6 +20,7 @@ from consumers.outcome import Outcome, decide, error_text
 from consumers.policy import RetryPolicy, Sleep
 from consumers.store import Store, Transaction, Verdict, Work
 from consumers.store.base import Staged
+from consumers.timelimit import TimeLimit
 from consumers.topology import Topology
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ class Delivery:
     metrics: Metrics = field(default_factory=Metrics)
     sleep: Sleep = asyncio.sleep
     tracer: Tracer | None = None
+    _time_limit: TimeLimit = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._time_limit = TimeLimit(self.policy.handler_timeout)
 
     async def handle(self, event: Event, failed: Exception | None = None) -> Outcome:
         """Every try the policy allows, then the outcome. `failed`: the first try already ran (`first_try`)
@@ -95,17 +100,19 @@ class Delivery:
 
     async def _limited(self, event: Event, attempt: Awaitable[T]) -> T:
         """`attempt` under the handler time limit: cut off there, it raises HandlerTimeout."""
-        limit = asyncio.timeout(self.policy.handler_timeout)
+        limit = self._time_limit
+        token = limit.enter()
         try:
-            async with limit:
-                return await attempt
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise  # the handler's own TimeoutError (e.g. an HTTP call), not the time limit
+            return await attempt
+        except asyncio.CancelledError:
+            if not limit.expired(token):
+                raise
             raise HandlerTimeout(f"consumer {self.consumer.name!r}: the handler for {event.routing_key!r} took "
                                  f"longer than {self.policy.handler_timeout:g}s and was rolled back; make it faster "
                                  "or raise RetryPolicy(handler_timeout=...) / CONSUMER_HANDLER_TIMEOUT_SECONDS"
-                                 ) from exc
+                                 ) from None
+        finally:
+            limit.leave(token)
 
     async def _try(self, event: Event, handler: Handler) -> Verdict:
         started = time.perf_counter()
