@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 
@@ -26,18 +26,19 @@ class AckChannel(Protocol):
 class AckWindow:
     """The deliveries of one channel, in delivery-tag order, until each is acked or handed back.
 
-    `track(tag)` when a delivery arrives (in order); `await ack(tag)` (or `ack_soon(tag)`) when it is done,
-    which returns once its ack (alone or as part of a multiple ack) is written; `released(tag)` after a delivery was
-    nacked or rejected on its own. Acks requested in one pass of the event loop go out together at its end.
+    `track(tag)` when a delivery arrives (in order); `await ack(tag)` (or `ack_soon(tag)`, or `ack_all(tags)` for
+    several) when it is done, which returns once its ack (alone or as part of a multiple ack) is written;
+    `released(tag)` after a delivery was nacked or rejected on its own. Acks requested in one pass of the
+    event loop go out together at its end.
     """
 
     def __init__(self, channel: AckChannel) -> None:
         self.channel = channel
         self._open: deque[int] = deque()  # tracked, neither acked nor released, in tag order
-        self._done: dict[int, asyncio.Future[None]] = {}  # finished, waiting for the flush
+        self._done: dict[int, _Waiter] = {}  # finished, waiting for the flush
         self._released: set[int] = set()  # handed back on their own; the run may pass them
         self._scheduled = False
-        self._sends: deque[tuple[int, bool, list[asyncio.Future[None]]]] = deque()  # decided, not yet written
+        self._sends: deque[tuple[int, bool, list[_Waiter]]] = deque()  # decided, not yet written
         self._sender: asyncio.Task[None] | None = None
         self.frames = 0  # ack frames sent (for tests and benchmarks)
 
@@ -60,10 +61,17 @@ class AckWindow:
     def ack_soon(self, tag: int) -> asyncio.Future[None]:
         """`ack` without a task to wait in: the future completes once the ack is written (or with what
         writing it raised)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._done[tag] = waiter
+        return self.ack_all((tag,))
+
+    def ack_all(self, tags: Sequence[int]) -> asyncio.Future[None]:
+        """`ack_soon` for several deliveries (a batch that committed): one future, completed once every one
+        of their acks is written, or with what writing one of them raised."""
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), len(tags))
+        done = self._done
+        for tag in tags:
+            done[tag] = waiter
         self._schedule()
-        return waiter
+        return waiter.future
 
     def released(self, tag: int) -> None:
         """`tag` was nacked or rejected on its own: a later multiple ack may pass it."""
@@ -77,7 +85,7 @@ class AckWindow:
 
     def _flush(self) -> None:
         self._scheduled = False
-        run: list[asyncio.Future[None]] = []
+        run: list[_Waiter] = []
         last: int | None = None
         opened = self._open
         while opened and (opened[0] in self._done or opened[0] in self._released):
@@ -109,13 +117,23 @@ class AckWindow:
                     # Not acked: the broker redelivers them once the channel is gone; the guards skip them.
                     while sends:
                         for waiter in sends.popleft()[2]:
-                            if not waiter.done():
-                                waiter.set_exception(exc)
+                            if not waiter.future.done():
+                                waiter.future.set_exception(exc)
                     return
                 sends.popleft()
                 self.frames += 1
                 for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                    waiter.remaining -= 1
+                    if not waiter.remaining and not waiter.future.done():
+                        waiter.future.set_result(None)
         finally:
             self._sender = None
+
+
+class _Waiter:
+    """Who waits for one or more acks: its future completes when the last of them is written."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future, self.remaining = future, remaining

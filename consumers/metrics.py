@@ -22,11 +22,11 @@ class Metrics:
         self._counters: dict[tuple[str, str], Any] = {}
         self._timers: dict[str, Any] = {}
 
-    def count(self, consumer: str, outcome: str) -> None:
+    def count(self, consumer: str, outcome: str, deliveries: int = 1) -> None:
         child = self._counters.get((consumer, outcome))
         if child is None:  # labels() per event costs more than the increment: keep the children
             child = self._counters[consumer, outcome] = self.messages.labels(consumer=consumer, outcome=outcome)
-        child.inc()
+        child.inc(deliveries)
 
     def observe(self, consumer: str, seconds: float) -> None:
         child = self._timers.get(consumer)

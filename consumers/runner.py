@@ -110,6 +110,8 @@ class Runner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._acks: AckWindow | None = None
         self._closed = False  # the connection is closed: a batch that fails now is left to the broker
+        # Staged deliveries by their batch's `durable` future: one callback acks a whole batch.
+        self._waiting: dict[asyncio.Future[None], list[tuple[Received, AckWindow, Event, Staged, float]]] = {}
         # Stores with group commit stage the first try in their open batch, and the COMMIT's callback acks:
         # no task per delivery waits for it. Traced deliveries keep a task each (their spans need one).
         stage = getattr(self.store, "stage", None)
@@ -265,8 +267,8 @@ class Runner:
             if finished:
                 self._finished()
 
-    def _finished(self) -> None:
-        self._inflight -= 1
+    def _finished(self, count: int = 1) -> None:
+        self._inflight -= count
         if not self._inflight:
             self._idle.set()
 
@@ -324,38 +326,66 @@ class Runner:
             await self._settle(message, acks, await self.delivery.handle(event, exc), event.routing_key,
                                event.message_id, event.attempt)
             return True
-        staged.durable.add_done_callback(partial(self._committed, message, acks, event, staged, started))
+        durable = staged.durable
+        waiting = self._waiting.get(durable)
+        if waiting is None:  # the first of its batch here: one callback for the batch, not one per delivery
+            waiting = self._waiting[durable] = []
+            durable.add_done_callback(self._committed)
+        waiting.append((message, acks, event, staged, started))
         return False
 
-    def _committed(self, message: Received, acks: AckWindow, event: Event, staged: Staged, started: float,
-                   _durable: object) -> None:
-        """The batch of a staged delivery committed (or failed): ack it, or run its retry policy."""
-        self.metrics.observe(self.consumer.name, time.perf_counter() - started)
-        try:
-            verdict = staged.result()
-        except BaseException as failure:  # the COMMIT failed, or the event failed when its batch was applied again
-            exc = failure if isinstance(failure, Exception) else UnsupportedOperation(
-                "the batch's COMMIT was cancelled; the event is tried again.")
-            if self._closed:
-                self._finished()  # unacked: the broker redelivers it
-                return
-            retry = asyncio.get_running_loop().create_task(self._retry(message, acks, event, exc))
-            self._tasks.add(retry)
-            retry.add_done_callback(self._tasks.discard)
-            return
-        acks.ack_soon(message.delivery_tag).add_done_callback(partial(self._acked, event, verdict))
+    def _committed(self, durable: asyncio.Future[None]) -> None:
+        """A batch of staged deliveries committed (or failed): ack them, or run the retry policy of each
+        that failed."""
+        waiting = self._waiting.pop(durable)
+        now = time.perf_counter()
+        acked: dict[AckWindow, list[tuple[int, Event, Verdict]]] = {}
+        for message, acks, event, staged, started in waiting:
+            self.metrics.observe(self.consumer.name, now - started)
+            try:
+                verdict = staged.result()
+            except BaseException as failure:  # the COMMIT failed, or the event failed when its batch was applied again
+                exc = failure if isinstance(failure, Exception) else UnsupportedOperation(
+                    "the batch's COMMIT was cancelled; the event is tried again.")
+                if self._closed:
+                    self._finished()  # unacked: the broker redelivers it
+                    continue
+                retry = asyncio.get_running_loop().create_task(self._retry(message, acks, event, exc))
+                self._tasks.add(retry)
+                retry.add_done_callback(self._tasks.discard)
+                continue
+            found = acked.get(acks)
+            if found is None:
+                found = acked[acks] = []
+            found.append((message.delivery_tag, event, verdict))
+        for acks, settled in acked.items():
+            acks.ack_all([tag for tag, _, _ in settled]).add_done_callback(partial(self._acked, settled))
 
-    def _acked(self, event: Event, verdict: Verdict, written: asyncio.Future[None]) -> None:
+    def _acked(self, settled: list[tuple[int, Event, Verdict]], written: asyncio.Future[None]) -> None:
+        """The acks of a batch's deliveries are written (or failed): count and log them as done."""
         try:
             failure = None if written.cancelled() else written.exception()
             if written.cancelled() or failure is not None:
-                log.warning("ack_failed", extra={"consumer": self.consumer.name, "message_id": event.message_id,
-                                                 "routing_key": event.routing_key,
-                                                 "error": "cancelled" if failure is None else error_text(failure)})
+                for _, event, _ in settled:
+                    log.warning("ack_failed", extra={
+                        "consumer": self.consumer.name, "message_id": event.message_id,
+                        "routing_key": event.routing_key,
+                        "error": "cancelled" if failure is None else error_text(failure)})
                 return
-            self._done(verdict, event.message_id, event.routing_key, event.attempt)
+            applied = 0
+            for _, event, verdict in settled:
+                if verdict == "applied" and not self._debug:
+                    applied += 1  # most events: counted together below, not logged at info
+                else:
+                    self._done(verdict, event.message_id, event.routing_key, event.attempt)
+            if applied:
+                self.metrics.count(self.consumer.name, "applied", applied)
         finally:
-            self._finished()
+            self._finished(len(settled))
+
+    @property
+    def _debug(self) -> bool:
+        return log.isEnabledFor(logging.DEBUG)
 
     def _done(self, verdict: Verdict, message_id: str, routing_key: str, attempt: int) -> None:
         """Count and log a delivery acked as applied, duplicate or stale."""

@@ -183,11 +183,11 @@ class Counted(Metrics):
         self.done = asyncio.Event()
         self.finished = 0.0
 
-    def count(self, consumer: str, outcome: str) -> None:
-        super().count(consumer, outcome)
+    def count(self, consumer: str, outcome: str, deliveries: int = 1) -> None:
+        super().count(consumer, outcome, deliveries)
         if outcome in self.FINAL:
-            self.final += 1
-            if self.final == self.expected:
+            self.final += deliveries
+            if self.final >= self.expected and not self.done.is_set():
                 self.finished = time.perf_counter()
                 self.done.set()
 
@@ -236,7 +236,7 @@ async def main(count: int, url: str, postgres_server: str | None, settings_overr
         database = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "inventory.sqlite3"
         common: dict[str, Any] = {"amqp_url": url, "exchange": exchange, "http_port": 0, **settings_overrides}
         databases = {"sqlite": str(database)}
-        if postgres_server is not None:
+        if postgres_server:
             sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: find `tests`
             from tests import postgres
 

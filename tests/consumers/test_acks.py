@@ -121,3 +121,27 @@ def test_tracking_out_of_order_keeps_the_window_sorted() -> None:
     acks.track(2)
     acks.track(2)
     assert acks.open == 3
+
+
+async def test_acks_of_several_deliveries_complete_once_the_last_of_their_frames_is_written() -> None:
+    """A batch's deliveries split by a delivery still open: the part before it rides a multiple ack, the
+    part behind it goes singly; their one future waits for every frame."""
+    acks, channel = window(1, 2, 3, 4)
+    channel.hold = hold = asyncio.Event()
+    together = acks.ack_all([1, 2, 4])  # 3 is still being handled
+    while not acks._sends or acks._sender is None:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not together.done()
+    hold.set()
+    await together
+    assert channel.frames == [(2, True), (4, False)]
+    await acks.ack(3)
+    assert channel.frames[-1] == (3, False) and acks.open == 0  # 4 went already
+
+
+async def test_acks_of_several_deliveries_fail_together_when_a_frame_fails() -> None:
+    acks, channel = window(1, 2, 3)
+    channel.fail = ConnectionError("channel closed")
+    with pytest.raises(ConnectionError):
+        await acks.ack_all([1, 3])

@@ -371,3 +371,66 @@ async def test_a_delivery_cancelled_in_its_second_try_after_a_staged_first_try_f
         await asyncio.sleep(0.001)
     assert channel.acked == [] and channel.nacked == []
     assert on_sqlite.metrics.value("stock", "applied") == 0 and await seen(on_sqlite) == []
+
+
+class Lanes:
+    """A store with two batches open at once (as PostgreSQL's lanes have): deliveries with odd tags join
+    batch A, even tags batch B; the test completes each batch's `durable` when it chooses."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, asyncio.Future[None]] = {}
+        self.failing: set[str] = set()  # message ids whose event the batch fails (as a batch applied again)
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.batches = {"A": loop.create_future(), "B": loop.create_future()}
+
+    async def close(self) -> None:
+        pass
+
+    async def stage(self, event: Event, work: Any) -> Any:
+        lane = "A" if int(event.message_id[1:]) % 2 else "B"
+        failing = event.message_id in self.failing
+
+        class Entry:
+            durable = self.batches[lane]
+
+            @staticmethod
+            def result() -> str:
+                Entry.durable.result()
+                if failing:
+                    raise ConnectionError("the event failed when its batch was applied again")
+                return "applied"
+
+        return Entry()
+
+    async def apply(self, event: Event, work: Any) -> str:
+        return "applied"  # the retry's second try succeeds
+
+
+async def test_interleaved_batches_are_each_acked_by_their_own_commit_and_a_failed_event_goes_on_alone() -> None:
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="probe", http_port=0)
+    store = Lanes()
+    lanes = Runner(probe, settings, metrics=Metrics(), clock=lambda: T0, store=store,  # type: ignore[arg-type]
+                   sleep=lambda _seconds: asyncio.sleep(0))
+    lanes._channel = PublishingChannel()  # type: ignore[assignment]
+    await store.open()
+    store.failing = {"m3"}
+    channel = AmqpChannel()
+    for tag in (1, 2, 3, 4, 5):
+        await lanes._on_delivery(deliver(channel, tag))
+    assert lanes._inflight == 5 and len(lanes._waiting) == 2  # one list per open batch, not one per delivery
+    store.batches["B"].set_result(None)
+    while lanes._inflight > 3:  # until their acks are written and counted
+        await asyncio.sleep(0)
+    assert channel.acked == [(2, False), (4, False)]  # 1 is still open: B's deliveries are acked singly
+    assert counted(lanes, "applied") == 2 and lanes._inflight == 3
+    store.batches["A"].set_result(None)
+    await asyncio.wait_for(lanes._idle.wait(), 5)
+    # A's 1 and 5 acked; 3 failed in its batch and went on with its retry policy alone (one try allowed:
+    # to the first delay tier), acked once that copy was confirmed.
+    assert sorted(tag for tag, _ in channel.acked) == [1, 2, 3, 4, 5] and not channel.nacked
+    published = lanes._channel.default_exchange.published  # type: ignore[union-attr]
+    assert [(queue, copy.message_id) for queue, copy in published] == [("probe.retry.5s", "m3")]
+    assert (counted(lanes, "applied"), counted(lanes, "retried")) == (4, 1)
+    assert lanes._inflight == 0 and not lanes._waiting
