@@ -34,6 +34,14 @@ from consumers.store.base import (
 
 T = TypeVar("T")
 BUSY_SECONDS = 10.0  # how long BEGIN IMMEDIATE waits for another process's write lock
+# SQLite's defaults are sized for a small database: a 2 MiB page cache, reads with pread, a checkpoint
+# every 1,000 WAL pages. A consumer's tables outgrow that within hours (a message id per event), and each
+# event's statements, run on the event loop, then read pages from the disk cache one system call at a
+# time: with a 30 MB database that cost the loop 8-20 % more CPU per event. So: a 16 MiB cache, reads
+# through a memory map of up to 256 MiB (file pages, which the kernel may reclaim), a checkpoint every
+# 8,192 pages (32 MiB of WAL; a page changed by many batches is copied once), the WAL cut back to 64 MiB.
+TUNING = ("PRAGMA cache_size = -16384", "PRAGMA mmap_size = 268435456", "PRAGMA wal_autocheckpoint = 8192",
+          "PRAGMA journal_size_limit = 67108864")
 
 
 
@@ -136,6 +144,8 @@ class SqliteStore:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
+        for pragma in TUNING:
+            connection.execute(pragma)
         try:
             connection.executescript(FRAMEWORK_SCHEMA + self.schema)
             self._migrate(connection)

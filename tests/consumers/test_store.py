@@ -128,6 +128,15 @@ async def test_sqlite_keeps_the_last_date_per_entity_as_sortable_text(tmp_path: 
     await store.close()
 
 
+async def test_sqlite_is_tuned_for_a_database_that_outgrew_the_defaults(tmp_path: object) -> None:
+    store = SqliteStore(f"{tmp_path}/tuned.sqlite3", schema=SCHEMA)
+    await store.open()
+    settings = [(await store.query(f"PRAGMA {name}"))[0][0]
+                for name in ("synchronous", "cache_size", "mmap_size", "wal_autocheckpoint", "journal_size_limit")]
+    assert settings == [2, -16384, 268435456, 8192, 67108864]  # synchronous 2: FULL
+    await store.close()
+
+
 def test_date_keys_sort_in_time_order() -> None:
     from datetime import UTC, datetime, timedelta, timezone
 
