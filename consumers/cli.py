@@ -95,6 +95,7 @@ def list_consumers(known: dict[str, Consumer], environ: Mapping[str, str], out: 
 
 def run(consumer: Consumer, settings: ConsumerSettings, environ: Mapping[str, str] | None = None) -> int:
     from consumers.runner import serve
+    from consumers.tuning import tune_process
     from gateway import logs, tracing
 
     if settings.http_port and (problem := port_in_use(settings.http_host, settings.http_port, "CONSUMER_HTTP_PORT")):
@@ -109,6 +110,7 @@ def run(consumer: Consumer, settings: ConsumerSettings, environ: Mapping[str, st
         uvloop.install()
     except ImportError:
         pass
+    tune_process()
     try:
         asyncio.run(serve(consumer, settings, tracer_provider=provider))
     finally:

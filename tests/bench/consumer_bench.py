@@ -53,6 +53,7 @@ from consumers.runner import Runner, topology_for
 from consumers.services.inventory import inventory
 from consumers.settings import ConsumerSettings
 from consumers.topology import declare
+from consumers.tuning import tune_process
 from gateway import message, sample, wire
 from gateway.amqp_properties import amqp_properties
 from gateway.publisher import ensure_topology
@@ -320,6 +321,7 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
+    tune_process()  # as the consumer's CLI does: for the whole process, the limit's consumer too
     chosen = {k: v for k, v in {"prefetch": args.prefetch, "concurrency": args.concurrency,
                                 "batch_size": args.batch_size, "batch_max_wait_ms": args.batch_max_wait_ms}.items()
               if v is not None}
