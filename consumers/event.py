@@ -18,7 +18,7 @@ def date_key(moment: datetime) -> str:
     """A UTC datetime as fixed-width text, so SQL compares it in time order."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # without its "+00:00"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,7 +43,8 @@ class Event:
     _date_key: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        model, entity_id = self.model, self._find_entity_id()
+        model = wire.model_of(self.routing_key)
+        entity_id = self._find_entity_id(model)
         object.__setattr__(self, "_entity_id", entity_id)
         object.__setattr__(self, "_entity", None if entity_id is None else f"{model or 'object'}:{entity_id}")
         if self.event_date is not None:
@@ -69,8 +70,7 @@ class Event:
         """ProductID / SalesOrderID from the payload, else EventObjectId."""
         return self._entity_id
 
-    def _find_entity_id(self) -> str | None:
-        model = self.model
+    def _find_entity_id(self, model: str | None) -> str | None:
         if model is not None:
             part, key = _ENTITY_ID[model]
             payload = self.body.get(part)

@@ -118,8 +118,11 @@ class Runner:
         self._stage: Stage | None = stage if self.tracer is None and callable(stage) else None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Once started, the loop it runs on: asking asyncio for it costs a system call (getpid) each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             await self.store.open()
         except (OSError, sqlite3.Error) as exc:
@@ -246,7 +249,7 @@ class Runner:
         message = Received(delivered)
         self._inflight += 1
         self._idle.clear()
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         if task is not None:
             self._tasks.add(task)
         acks = self._window(message)

@@ -27,10 +27,10 @@ class TimeLimit:
     def enter(self) -> tuple[asyncio.Task[Any], int] | None:
         if self.seconds is None:
             return None
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)  # with the loop given it looks the loop up once, not twice
         if task is None:
             raise RuntimeError("a time-limited try runs in a task")
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + self.seconds
         self._deadlines.pop(task, None)  # re-entered: it moves to the end, where its deadline belongs
         self._deadlines[task] = deadline

@@ -65,27 +65,27 @@ class _SqliteTransaction:
     write lock, a statement touches only the page cache and costs less than a hop to another thread.
     Only BEGIN (which may wait for the lock) and COMMIT (which waits for the disk) leave the loop."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor  # one cursor for every statement: a new one per statement costs
 
     async def write(self, sql: str, params: Params = ()) -> None:
-        self._connection.execute(sql, params)
+        self._cursor.execute(sql, params)
 
     async def write_many(self, sql: str, rows: Iterable[Params]) -> None:
-        self._connection.executemany(sql, rows)
+        self._cursor.executemany(sql, rows)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return self._connection.execute(sql, params).rowcount
+        return self._cursor.execute(sql, params).rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        return self._connection.executemany(sql, list(rows)).rowcount
+        return self._cursor.executemany(sql, list(rows)).rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self._connection.execute(sql, params).fetchone()
+        row: Row | None = self._cursor.execute(sql, params).fetchone()
         return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = self._connection.execute(sql, params).fetchall()
+        rows: list[Row] = self._cursor.execute(sql, params).fetchall()
         return rows
 
 
@@ -111,6 +111,8 @@ class SqliteStore:
         self.batch_max_wait = batch_max_wait
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None  # the loop's statements (the event's, not BEGIN or COMMIT)
+        self._transaction: _SqliteTransaction | None = None
         self._lock = asyncio.Lock()
         self._batch: Batch | None = None
         self._behind: asyncio.Future[None] | None = None  # the last statement handed to the store's thread
@@ -131,6 +133,8 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-sqlite")
         try:
             self._connection = await self._run(self._connect)
+            self._cursor = self._connection.cursor()
+            self._transaction = _SqliteTransaction(self._cursor)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -184,6 +188,7 @@ class SqliteStore:
             if self._batch is not None:
                 await self._commit_locked(self._batch)  # whoever waits for it gets its answer
             connection, self._connection = self._connection, None
+            self._cursor = self._transaction = None
             if connection is not None:
                 await self._run(connection.close)
             self._executor.shutdown(wait=True)
@@ -207,7 +212,7 @@ class SqliteStore:
             rows: list[Row] = await self.call(lambda c: c.execute(sql, params).fetchall())
             return rows
 
-    def _guards(self, connection: sqlite3.Connection, event: Event, applied_at: str) -> Verdict | None:
+    def _guards(self, connection: sqlite3.Cursor, event: Event, applied_at: str) -> Verdict | None:
         """Record the event in the open savepoint, both guards at once: the message id unless seen (else a
         duplicate), then the entity's date unless the stored one is newer (else stale, and the caller rolls
         the savepoint back). Two writes instead of two reads and two writes; the handler's failure rolls
@@ -302,29 +307,33 @@ class SqliteStore:
         await asyncio.wait([committed])
 
     async def stage(self, event: Event, work: Work) -> Applied:
-        async with self._lock:
-            connection = self._connection
-            if connection is None:
+        lock = self._lock
+        await lock.acquire()  # not `async with`: this runs once per event, and the wrapper costs
+        try:
+            connection, cursor = self._connection, self._cursor
+            if connection is None or cursor is None:
                 raise UnsupportedOperation("the store is not open; call `await store.open()` first.")
             batch = self._batch or await self._begin(connection)
-            connection.execute("SAVEPOINT event")
+            cursor.execute("SAVEPOINT event")
             try:
-                verdict = self._guards(connection, event, batch.applied_at)
+                verdict = self._guards(cursor, event, batch.applied_at)
                 if verdict is None:
-                    await work(_SqliteTransaction(connection))
+                    await work(self._transaction)  # type: ignore[arg-type]  # set with the cursor
                     verdict = "applied"
                 elif verdict == "stale":
-                    connection.execute("ROLLBACK TO event")  # the message id recorded by the guard goes
+                    cursor.execute("ROLLBACK TO event")  # the message id recorded by the guard goes
             except BaseException:
                 # Only this event's writes go; the batch and its other events stay.
-                connection.execute("ROLLBACK TO event")
-                connection.execute("RELEASE event")
+                cursor.execute("ROLLBACK TO event")
+                cursor.execute("RELEASE event")
                 raise
-            connection.execute("RELEASE event")
+            cursor.execute("RELEASE event")
             batch.count += 1
             if batch.count >= self.batch_size:
                 self._commit_soon(batch)
             return Applied(batch.durable, verdict)
+        finally:
+            lock.release()
 
     async def apply(self, event: Event, work: Work) -> Verdict:
         return await committed(await self.stage(event, work))
