@@ -8,6 +8,7 @@ import logging
 import signal
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,11 @@ class Runner:
         # no task per delivery waits for it. Traced deliveries keep a task each (their spans need one).
         stage = getattr(self.store, "stage", None)
         self._stage: Stage | None = stage if self.tracer is None and callable(stage) else None
+        # A store that applies one event at a time (SQLite: one connection) gets its deliveries through a
+        # queue, staged in order by one task (`_apply_in_order`): no task and no lock wait per delivery.
+        self._queue: deque[tuple[Received, AckWindow]] | None = (
+            deque() if self._stage is not None and getattr(self.store, "serial", False) else None)
+        self._applier: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         # Once started, the loop it runs on: asking asyncio for it costs a system call (getpid) each time.
@@ -249,6 +255,13 @@ class Runner:
         message = Received(delivered)
         self._inflight += 1
         self._idle.clear()
+        queue = self._queue
+        if queue is not None:
+            queue.append((message, self._window(message)))
+            if self._applier is None:
+                self._applier = applier = (self._loop or asyncio.get_running_loop()).create_task(self._apply_in_order())
+                self._tasks.add(applier)
+            return
         task = asyncio.current_task(self._loop)
         if task is not None:
             self._tasks.add(task)
@@ -310,13 +323,59 @@ class Runner:
                             otel.CONSUMER: self.consumer.name}) as span:
             await self._process(message, acks, span)
 
-    async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage) -> bool:
+    async def _apply_in_order(self) -> None:
+        """Stage the queued deliveries one after another (a serial store's). A delivery whose first try
+        failed, or whose body is not an event, goes on in a task of its own (its retry policy may sleep,
+        its copy to a tier or to parking waits for the broker), so the queue never waits for it."""
+        queue, stage = self._queue, self._stage
+        assert queue is not None and stage is not None
+        try:
+            while queue:
+                message, acks = queue.popleft()
+                finished = True
+                try:
+                    if self._stopping:  # delivered before the cancel reached the broker: hand it back
+                        await self._hand_back(message, acks)
+                    elif not getattr(message.channel, "is_closed", False):  # closed: redelivered anyway
+                        finished = await self._process_staged(message, acks, stage, wait=False)
+                except asyncio.CancelledError:
+                    raise  # never acked: the broker redelivers it
+                except Exception as exc:  # unexpected: left unacked (redelivered), and the queue goes on
+                    log.error("delivery_failed", extra={"consumer": self.consumer.name, "error": error_text(exc)})
+                finally:
+                    if finished:
+                        self._finished()
+        finally:
+            if self._applier is not None:
+                self._tasks.discard(self._applier)
+            self._applier = None
+            while queue:  # cancelled (the drain timed out): left unacked, the broker redelivers them
+                queue.popleft()
+                self._finished()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Go on with a delivery in a task of its own, which finishes it."""
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                self._finished()
+
+        task = (self._loop or asyncio.get_running_loop()).create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage, *, wait: bool = True) -> bool:
         """The first try in the store's open batch, then on to the next delivery: no task waits for the
-        COMMIT; its callback acks (`_committed`). False when it was staged, True when it was finished here
-        (the first try failed and the retry policy ran, or the body could not be decoded)."""
+        COMMIT; its callback acks (`_committed`). False when it was staged (or, `wait=False`, handed to a
+        task of its own), True when it was finished here (the first try failed and the retry policy ran,
+        or the body could not be decoded)."""
         try:
             event = self._decode(message)
         except MalformedEvent:
+            if not wait:
+                self._spawn(self._process(message, acks))
+                return False
             await self._process(message, acks)  # parks it
             return True
         started = time.perf_counter()
@@ -326,8 +385,10 @@ class Runner:
             raise  # never acked: the broker redelivers it
         except Exception as exc:
             self.metrics.observe(self.consumer.name, time.perf_counter() - started)
-            await self._settle(message, acks, await self.delivery.handle(event, exc), event.routing_key,
-                               event.message_id, event.attempt)
+            if not wait:
+                self._spawn(self._retry(message, acks, event, exc))
+                return False
+            await self._retry_settle(message, acks, event, exc)
             return True
         durable = staged.durable
         waiting = self._waiting.get(durable)
@@ -353,9 +414,7 @@ class Runner:
                 if self._closed:
                     self._finished()  # unacked: the broker redelivers it
                     continue
-                retry = asyncio.get_running_loop().create_task(self._retry(message, acks, event, exc))
-                self._tasks.add(retry)
-                retry.add_done_callback(self._tasks.discard)
+                self._spawn(self._retry(message, acks, event, exc))
                 continue
             found = acked.get(acks)
             if found is None:
@@ -398,14 +457,16 @@ class Runner:
             log.log(level, f"event_{verdict}", extra={"consumer": self.consumer.name, "message_id": message_id,
                                                       "routing_key": routing_key, "attempt": attempt})
 
+    async def _retry_settle(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
+        """The rest of the retry policy after a failed first try, then the outcome."""
+        await self._settle(message, acks, await self.delivery.handle(event, failed), event.routing_key,
+                           event.message_id, event.attempt)
+
     async def _retry(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
-        """A staged delivery whose batch failed it: the rest of its retry policy, then its outcome."""
-        try:
-            async with self._semaphore:
-                outcome = await self.delivery.handle(event, failed)
-                await self._settle(message, acks, outcome, event.routing_key, event.message_id, event.attempt)
-        finally:
-            self._finished()
+        """A staged delivery that failed (its batch failed it, or its first try failed in the queue of a
+        serial store), in a task of its own (`_spawn`): the rest of its retry policy, then its outcome."""
+        async with self._semaphore:
+            await self._retry_settle(message, acks, event, failed)
 
     @staticmethod
     def _decode(message: Received) -> Event:

@@ -429,6 +429,11 @@ class PostgresStore:
         self._opened = False
 
     @property
+    def serial(self) -> bool:
+        """One lane applies one event at a time: the runner stages deliveries in order from a queue."""
+        return len(self.lanes) == 1
+
+    @property
     def conflicts(self) -> int:
         """Batches applied again after a deadlock or serialization failure with another replica."""
         return sum(lane.conflicts for lane in self.lanes)

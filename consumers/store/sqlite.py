@@ -99,6 +99,8 @@ class SqliteStore:
     handler that fails rolls back its own savepoint; the others commit. `batch_size=1` commits each event
     on its own."""
 
+    serial = True  # one connection applies one event at a time: the runner stages deliveries in order from a queue
+
     def __init__(self, path: str | Path, *, schema: str = "", migrations: Sequence[Migration] = (),
                  clock: Clock = utc_now, batch_size: int = 64, batch_max_wait: float = 0.005) -> None:
         if batch_size < 1 or batch_max_wait < 0:

@@ -50,8 +50,11 @@ class DefaultExchange:
     def __init__(self) -> None:
         self.published: list[tuple[str, aio_pika.Message]] = []
         self.fail: Exception | None = None
+        self.hold: asyncio.Event | None = None  # set: each publish waits for it (its confirm is slow)
 
     async def publish(self, message: aio_pika.Message, routing_key: str, **_: Any) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail is not None:
             raise self.fail
         self.published.append((routing_key, message))
@@ -232,7 +235,8 @@ async def record(event: Event, tx: Transaction) -> None:
     assert isinstance(tries, dict)
     tries[event.message_id] = tries.get(event.message_id, 0) + 1
     hangs = stock_mode.get("hang")
-    if isinstance(hangs, asyncio.Event) and tries[event.message_id] > stock_mode.get("hang_from_try", 0):  # type: ignore[operator]
+    if (isinstance(hangs, asyncio.Event) and tries[event.message_id] > stock_mode.get("hang_from_try", 0)  # type: ignore[operator]
+            and stock_mode.get("hang_only", event.message_id) == event.message_id):
         await hangs.wait()
     await tx.write("INSERT INTO seen (id) VALUES (?)", (event.message_id,))
 
@@ -262,7 +266,10 @@ async def seen(runner: Runner) -> list[str]:
 async def test_staged_deliveries_are_acked_by_their_commit_without_a_task_waiting(on_sqlite: Runner) -> None:
     channel = AmqpChannel()
     for tag in (1, 2, 3):
-        await on_sqlite._on_delivery(deliver(channel, tag))  # returns once staged, before the COMMIT
+        await on_sqlite._on_delivery(deliver(channel, tag))  # queued for the store's one applier task
+    assert on_sqlite._applier is not None and len(on_sqlite._tasks) == 1
+    while on_sqlite._applier is not None:  # it stages the three and ends, before the COMMIT
+        await asyncio.sleep(0)
     assert channel.acked == [] and on_sqlite._inflight == 3 and not on_sqlite._tasks
     assert on_sqlite.store.pending == 3  # type: ignore[attr-defined]
     await on_sqlite._idle.wait()  # the batch commits after its 5 ms; its callback acks
@@ -296,22 +303,82 @@ async def test_a_batch_whose_commit_fails_sends_each_delivery_down_its_retry_pat
 
 
 async def test_a_delivery_cancelled_while_it_is_staged_is_never_acked(on_sqlite: Runner) -> None:
+    """The applier task cancelled in a handler (the drain timeout): that delivery and the two queued behind it
+    are never acked (the broker redelivers them); the runner's count is back to zero, and the next
+    delivery gets a new applier."""
     stock_mode["hang"] = release = asyncio.Event()
     channel = AmqpChannel()
-    stuck = asyncio.create_task(on_sqlite._on_delivery(deliver(channel, 1)))
-    while on_sqlite._inflight < 1 or not on_sqlite._tasks:
+    for tag in (1, 2, 3):
+        await on_sqlite._on_delivery(deliver(channel, tag))
+    stuck = on_sqlite._applier
+    assert stuck is not None
+    while stock_mode.get("tries") != {"m1": 1}:  # inside its handler, in the open batch
         await asyncio.sleep(0.001)
-    await asyncio.sleep(0.01)  # inside its handler, in the open batch
-    stuck.cancel()
+    stuck.cancel()  # as the drain timeout does
     with pytest.raises(asyncio.CancelledError):
         await stuck
-    assert on_sqlite._inflight == 0
+    assert on_sqlite._inflight == 0 and on_sqlite._applier is None and not on_sqlite._queue
     stock_mode.pop("hang")
     release.set()
-    await on_sqlite._on_delivery(deliver(channel, 2))
+    await on_sqlite._on_delivery(deliver(channel, 4))
     await on_sqlite._idle.wait()
-    assert channel.acked == [(2, False)]  # alone: never a multiple ack over the cancelled one
-    assert await seen(on_sqlite) == ["m2"]
+    assert channel.acked == [(4, False)]  # alone: never a multiple ack over the abandoned ones
+    assert await seen(on_sqlite) == ["m4"]
+
+
+async def test_queued_deliveries_are_handed_back_once_the_runner_stops(on_sqlite: Runner) -> None:
+    channel = AmqpChannel()
+    for tag in (1, 2):
+        await on_sqlite._on_delivery(deliver(channel, tag))
+    on_sqlite._stopping = True  # stop() began before the applier took them
+    await asyncio.wait_for(on_sqlite._idle.wait(), 5)
+    assert channel.nacked == [1, 2] and channel.acked == [] and await seen(on_sqlite) == []
+
+
+async def test_queued_deliveries_of_a_closed_channel_are_left_to_the_broker(on_sqlite: Runner) -> None:
+    closed = AmqpChannel()
+    closed.is_closed = True  # type: ignore[attr-defined]  # the robust channel is reopening
+    await on_sqlite._on_delivery(deliver(closed, 1))
+    await on_sqlite._on_delivery(deliver(AmqpChannel(), 1))  # the same message, redelivered on the new channel
+    await asyncio.wait_for(on_sqlite._idle.wait(), 5)
+    assert closed.acked == [] and closed.nacked == []
+    assert await seen(on_sqlite) == ["m1"] and on_sqlite.metrics.value("stock", "applied") == 1
+
+
+async def test_a_body_that_is_not_an_event_is_parked_off_the_queue(on_sqlite: Runner) -> None:
+    channel = AmqpChannel()
+    published = on_sqlite._channel.default_exchange  # type: ignore[union-attr]
+    published.hold = hold = asyncio.Event()  # the parking copy waits for its confirm
+    await on_sqlite._on_delivery(deliver(channel, 1, body=b"not json"))
+    await on_sqlite._on_delivery(deliver(channel, 2))
+    async with asyncio.timeout(5):
+        while on_sqlite.metrics.value("stock", "applied") < 1:  # the queue went on past the parking
+            await asyncio.sleep(0.001)
+    assert channel.acked == [(2, False)] and not published.published
+    hold.set()
+    await asyncio.wait_for(on_sqlite._idle.wait(), 5)
+    assert [queue for queue, _ in published.published] == ["stock.parked"]
+    assert sorted(channel.acked) == [(1, False), (2, False)]
+
+
+async def test_a_hung_handler_in_the_queue_is_cut_at_its_time_limit_and_the_queue_goes_on(tmp_path: Any) -> None:
+    stock_mode.clear()
+    stock_mode.update({"hang": asyncio.Event(), "hang_only": "m1"})
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
+                                database=str(tmp_path / "stock.sqlite3"), batch_max_wait_ms=5, handler_timeout=0.05)
+    runner = Runner(stock, settings, metrics=Metrics(), sleep=lambda _seconds: asyncio.sleep(0))
+    runner._channel = PublishingChannel()  # type: ignore[assignment]
+    await runner.store.open()
+    channel = AmqpChannel()
+    for tag in (1, 2):
+        await runner._on_delivery(deliver(channel, tag))
+    await asyncio.wait_for(runner._idle.wait(), 5)
+    # m1 hung in both its tries (cut each time) and went to the first delay tier; m2 was applied meanwhile.
+    assert [(queue, copy.message_id) for queue, copy in runner._channel.default_exchange.published] == [
+        ("stock.retry.5s", "m1")]  # type: ignore[union-attr]
+    assert await seen(runner) == ["m2"] and runner.metrics.value("stock", "retried") == 1
+    assert sorted(tag for tag, _ in channel.acked) == [1, 2]
+    await runner.store.close()
 
 
 async def test_stop_waits_for_the_commit_of_staged_deliveries_and_their_acks(tmp_path: Any) -> None:
@@ -324,6 +391,8 @@ async def test_stop_waits_for_the_commit_of_staged_deliveries_and_their_acks(tmp
     channel = AmqpChannel()
     for tag in (1, 2):
         await runner._on_delivery(deliver(channel, tag))
+    while runner.store.pending < 2:  # type: ignore[attr-defined]  # staged by the applier task
+        await asyncio.sleep(0.001)
     assert channel.acked == []
     await runner.stop()  # drains: the batch commits (after its 200 ms) and both are acked before it returns
     assert channel.acked == [(2, True)]
@@ -343,7 +412,7 @@ async def test_a_retry_of_a_staged_delivery_cancelled_by_the_drain_timeout_is_ne
     await runner.store.open()
     channel = AmqpChannel()
     await runner._on_delivery(deliver(channel, 1))
-    while stock_mode["tries"] != {"m1": 2}:  # the COMMIT failed; the retry is in its handler
+    while stock_mode.get("tries") != {"m1": 2}:  # the COMMIT failed; the retry is in its handler
         await asyncio.sleep(0.001)
     assert len(runner._tasks) == 1 and runner._inflight == 1
     await runner.stop()
@@ -360,9 +429,11 @@ async def test_a_delivery_cancelled_in_its_second_try_after_a_staged_first_try_f
     (a pod stopping), the delivery is neither acked nor counted, and the runner's count is back to zero."""
     stock_mode.update({"fail_first": {"m1"}, "hang": asyncio.Event()})  # the failing try is not counted
     channel = AmqpChannel()
-    task = asyncio.create_task(on_sqlite._on_delivery(deliver(channel, 1)))
+    await on_sqlite._on_delivery(deliver(channel, 1))
     while stock_mode.get("tries") != {"m1": 1}:  # the second try is in its handler, inside the open batch
         await asyncio.sleep(0.001)
+    assert on_sqlite._applier is None and len(on_sqlite._tasks) == 1  # a task of its own, off the queue
+    (task,) = on_sqlite._tasks
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
