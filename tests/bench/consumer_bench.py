@@ -12,11 +12,12 @@ fresh quorum queues each round, as the limit gets):
 3. the same on PostgreSQL (a database of its own on the server at --postgres-url / TEST_POSTGRES_URL,
    created and dropped; the server's default `synchronous_commit=on`), from a queue of its own.
 
-The aio-pika limit is measured before and after each consumer, and the consumer's ratio is its rate over
-the mean of those two: on a shared machine the speed drifts within seconds, and a limit taken only before
-would compare the consumer with another moment. Each side's clock runs from its subscription (`consume`)
-to its last delivery settled; connecting, opening the store and declaring queues are outside both. The
-figures printed are the medians over the rounds.
+The process's garbage collector is tuned as the consumer's `run` command tunes it (`consumers.tuning`), for
+every phase, the limit's too. The aio-pika limit is measured before and after each consumer, and the
+consumer's ratio is its rate over the mean of those two: on a shared machine the speed drifts within
+seconds, and a limit taken only before would compare the consumer with another moment. Each side's clock
+runs from its subscription (`consume`) to its last delivery settled; connecting, opening the store and
+declaring queues are outside both. The figures printed are the medians over the rounds.
 
 The last line printed is one JSON object: limit_events_per_s, limit_aiormq_events_per_s, sqlite_events_per_s,
 postgres_events_per_s, sqlite_ratio, postgres_ratio, ratios_per_round, rates_per_round, lost (events not
