@@ -259,6 +259,17 @@ async def on_sqlite(tmp_path: Any) -> Any:
         await built.store.close()
 
 
+async def stock_runner(tmp_path: Any, **options: Any) -> Runner:
+    """The stock consumer on SQLite in `tmp_path` (batches of up to 64, 5 ms unless `options` say otherwise),
+    its store open, its copies to tiers and parking recorded, its retry sleeps skipped."""
+    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
+                                database=str(tmp_path / "stock.sqlite3"), **{"batch_max_wait_ms": 5, **options})
+    runner = Runner(stock, settings, metrics=Metrics(), sleep=lambda _seconds: asyncio.sleep(0))
+    runner._channel = PublishingChannel()  # type: ignore[assignment]
+    await runner.store.open()
+    return runner
+
+
 async def seen(runner: Runner) -> list[str]:
     return [row[0] for row in await runner.store.query("SELECT id FROM seen ORDER BY id")]  # type: ignore[attr-defined]
 
@@ -364,11 +375,7 @@ async def test_a_body_that_is_not_an_event_is_parked_off_the_queue(on_sqlite: Ru
 async def test_a_hung_handler_in_the_queue_is_cut_at_its_time_limit_and_the_queue_goes_on(tmp_path: Any) -> None:
     stock_mode.clear()
     stock_mode.update({"hang": asyncio.Event(), "hang_only": "m1"})
-    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
-                                database=str(tmp_path / "stock.sqlite3"), batch_max_wait_ms=5, handler_timeout=0.05)
-    runner = Runner(stock, settings, metrics=Metrics(), sleep=lambda _seconds: asyncio.sleep(0))
-    runner._channel = PublishingChannel()  # type: ignore[assignment]
-    await runner.store.open()
+    runner = await stock_runner(tmp_path, handler_timeout=0.05)
     channel = AmqpChannel()
     for tag in (1, 2):
         await runner._on_delivery(deliver(channel, tag))
@@ -383,11 +390,7 @@ async def test_a_hung_handler_in_the_queue_is_cut_at_its_time_limit_and_the_queu
 
 async def test_stop_waits_for_the_commit_of_staged_deliveries_and_their_acks(tmp_path: Any) -> None:
     stock_mode.clear()
-    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
-                                database=str(tmp_path / "stock.sqlite3"), batch_size=64, batch_max_wait_ms=200)
-    runner = Runner(stock, settings, metrics=Metrics())
-    runner._channel = PublishingChannel()  # type: ignore[assignment]
-    await runner.store.open()
+    runner = await stock_runner(tmp_path, batch_max_wait_ms=200)
     channel = AmqpChannel()
     for tag in (1, 2):
         await runner._on_delivery(deliver(channel, tag))
@@ -405,11 +408,7 @@ async def test_a_retry_of_a_staged_delivery_cancelled_by_the_drain_timeout_is_ne
     runner's count of deliveries in progress is back to zero."""
     stock_mode.clear()
     stock_mode.update({"orphan": "m1", "hang": asyncio.Event(), "hang_from_try": 1})  # hangs from the 2nd try
-    settings = ConsumerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", queue="stock", http_port=0,
-                                database=str(tmp_path / "stock.sqlite3"), batch_max_wait_ms=5, drain_seconds=1)
-    runner = Runner(stock, settings, metrics=Metrics(), sleep=lambda _seconds: asyncio.sleep(0))
-    runner._channel = PublishingChannel()  # type: ignore[assignment]
-    await runner.store.open()
+    runner = await stock_runner(tmp_path, drain_seconds=1)
     channel = AmqpChannel()
     await runner._on_delivery(deliver(channel, 1))
     while stock_mode.get("tries") != {"m1": 2}:  # the COMMIT failed; the retry is in its handler
