@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -353,17 +353,16 @@ class Runner:
                 queue.popleft()
                 self._finished()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        """Go on with a delivery in a task of its own, which finishes it."""
-        async def run() -> None:
-            try:
-                await work
-            finally:
-                self._finished()
-
-        task = (self._loop or asyncio.get_running_loop()).create_task(run())
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Go on with a delivery in a task of its own; the delivery is finished when the task is done, also
+        when it was cancelled before it began (the drain timed out right after it was started)."""
+        task = (self._loop or asyncio.get_running_loop()).create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._finished()
 
     async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage, *, wait: bool = True) -> bool:
         """The first try in the store's open batch, then on to the next delivery: no task waits for the

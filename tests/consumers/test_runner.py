@@ -504,3 +504,21 @@ async def test_interleaved_batches_are_each_acked_by_their_own_commit_and_a_fail
     assert [(queue, copy.message_id) for queue, copy in published] == [("probe.retry.5s", "m3")]
     assert (counted(lanes, "applied"), counted(lanes, "retried")) == (4, 1)
     assert lanes._inflight == 0 and not lanes._waiting
+
+
+async def test_a_retry_cancelled_before_it_began_still_finishes_its_delivery(on_sqlite: Runner) -> None:
+    """The drain timeout cancels every task, a retry started in the same pass of the loop included: the
+    delivery is left unacked, and the runner's count still comes back to zero."""
+    channel = AmqpChannel()
+    message = delivery(channel, 1)
+    acks = on_sqlite._window(message)
+    on_sqlite._inflight += 1  # as _on_delivery counts it
+    on_sqlite._idle.clear()
+    on_sqlite._spawn(on_sqlite._retry(message, acks, on_sqlite._decode(message), ConnectionError("upstream down")))
+    (retry,) = on_sqlite._tasks
+    retry.cancel()  # before it ran a step
+    with pytest.raises(asyncio.CancelledError):
+        await retry
+    await asyncio.sleep(0)  # the task's done-callback
+    assert on_sqlite._inflight == 0 and on_sqlite._idle.is_set() and not on_sqlite._tasks
+    assert channel.acked == [] and channel.nacked == [] and "tries" not in stock_mode
