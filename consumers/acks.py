@@ -26,8 +26,8 @@ class AckChannel(Protocol):
 class AckWindow:
     """The deliveries of one channel, in delivery-tag order, until each is acked or handed back.
 
-    `track(tag)` when a delivery arrives (in order); `await ack(tag)` (or `ack_soon(tag)`, or `ack_all(tags)` for
-    several) when it is done, which returns once its ack (alone or as part of a multiple ack) is written;
+    `track(tag)` when a delivery arrives (in order); `await ack(tag)` (or `ack_all(tags)` for several, without a
+    task to wait in) when it is done, which returns once its ack (alone or as part of a multiple ack) is written;
     `released(tag)` after a delivery was nacked or rejected on its own. Acks requested in one pass of the
     event loop go out together at its end.
     """
@@ -56,16 +56,11 @@ class AckWindow:
 
     async def ack(self, tag: int) -> None:
         """Ack `tag` with the others done in this pass of the loop; raises what writing the ack raised."""
-        await self.ack_soon(tag)
-
-    def ack_soon(self, tag: int) -> asyncio.Future[None]:
-        """`ack` without a task to wait in: the future completes once the ack is written (or with what
-        writing it raised)."""
-        return self.ack_all((tag,))
+        await self.ack_all((tag,))
 
     def ack_all(self, tags: Sequence[int]) -> asyncio.Future[None]:
-        """`ack_soon` for several deliveries (a batch that committed): one future, completed once every one
-        of their acks is written, or with what writing one of them raised."""
+        """Ack several deliveries (a batch that committed) without a task to wait in: one future, completed
+        once every one of their acks is written, or with what writing one of them raised."""
         waiter = _Waiter(asyncio.get_running_loop().create_future(), len(tags))
         done = self._done
         for tag in tags:

@@ -266,13 +266,14 @@ class Runner:
         if task is not None:
             self._tasks.add(task)
         acks = self._window(message)
-        finished = True  # False: staged in the open batch, and the COMMIT's callback finishes it
+        finished = True  # False: the COMMIT's callback, or a task of its own, finishes it
         try:
             async with self._semaphore:
                 if self._stopping:  # delivered before the cancel reached the broker: hand it back
                     await self._hand_back(message, acks)
                 elif self._stage is not None:
-                    finished = await self._process_staged(message, acks, self._stage)
+                    await self._process_staged(message, acks, self._stage)
+                    finished = False
                 elif self.tracer is None:
                     await self._process(message, acks)
                 else:
@@ -337,7 +338,8 @@ class Runner:
                     if self._stopping:  # delivered before the cancel reached the broker: hand it back
                         await self._hand_back(message, acks)
                     elif not getattr(message.channel, "is_closed", False):  # closed: redelivered anyway
-                        finished = await self._process_staged(message, acks, stage, wait=False)
+                        await self._process_staged(message, acks, stage)
+                        finished = False  # the COMMIT's callback, or a task of its own, finishes it
                 except asyncio.CancelledError:
                     raise  # never acked: the broker redelivers it
                 except Exception as exc:  # unexpected: left unacked (redelivered), and the queue goes on
@@ -364,19 +366,16 @@ class Runner:
         self._tasks.discard(task)
         self._finished()
 
-    async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage, *, wait: bool = True) -> bool:
+    async def _process_staged(self, message: Received, acks: AckWindow, stage: Stage) -> None:
         """The first try in the store's open batch, then on to the next delivery: no task waits for the
-        COMMIT; its callback acks (`_committed`). False when it was staged (or, `wait=False`, handed to a
-        task of its own), True when it was finished here (the first try failed and the retry policy ran,
-        or the body could not be decoded)."""
+        COMMIT; its callback acks (`_committed`). A first try that failed, or a body that is not an event,
+        goes on in a task of its own (its retry policy may sleep, its copy to a tier or to parking waits for
+        the broker's confirm), which finishes the delivery; the caller never waits for it."""
         try:
             event = self._decode(message)
         except MalformedEvent:
-            if not wait:
-                self._spawn(self._process(message, acks))
-                return False
-            await self._process(message, acks)  # parks it
-            return True
+            self._spawn(self._process(message, acks))  # parks it
+            return
         started = time.perf_counter()
         try:
             staged = await self.delivery.first_try(event, stage)
@@ -384,18 +383,14 @@ class Runner:
             raise  # never acked: the broker redelivers it
         except Exception as exc:
             self.metrics.observe(self.consumer.name, time.perf_counter() - started)
-            if not wait:
-                self._spawn(self._retry(message, acks, event, exc))
-                return False
-            await self._retry_settle(message, acks, event, exc)
-            return True
+            self._spawn(self._retry(message, acks, event, exc))
+            return
         durable = staged.durable
         waiting = self._waiting.get(durable)
         if waiting is None:  # the first of its batch here: one callback for the batch, not one per delivery
             waiting = self._waiting[durable] = []
             durable.add_done_callback(self._committed)
         waiting.append((message, acks, event, staged, started))
-        return False
 
     def _committed(self, durable: asyncio.Future[None]) -> None:
         """A batch of staged deliveries committed (or failed): ack them, or run the retry policy of each
@@ -433,9 +428,9 @@ class Runner:
                         "routing_key": event.routing_key,
                         "error": "cancelled" if failure is None else error_text(failure)})
                 return
-            applied = 0
+            applied, debug = 0, log.isEnabledFor(logging.DEBUG)
             for _, event, verdict in settled:
-                if verdict == "applied" and not self._debug:
+                if verdict == "applied" and not debug:
                     applied += 1  # most events: counted together below, not logged at info
                 else:
                     self._done(verdict, event.message_id, event.routing_key, event.attempt)
@@ -443,10 +438,6 @@ class Runner:
                 self.metrics.count(self.consumer.name, "applied", applied)
         finally:
             self._finished(len(settled))
-
-    @property
-    def _debug(self) -> bool:
-        return log.isEnabledFor(logging.DEBUG)
 
     def _done(self, verdict: Verdict, message_id: str, routing_key: str, attempt: int) -> None:
         """Count and log a delivery acked as applied, duplicate or stale."""
@@ -456,16 +447,12 @@ class Runner:
             log.log(level, f"event_{verdict}", extra={"consumer": self.consumer.name, "message_id": message_id,
                                                       "routing_key": routing_key, "attempt": attempt})
 
-    async def _retry_settle(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
-        """The rest of the retry policy after a failed first try, then the outcome."""
-        await self._settle(message, acks, await self.delivery.handle(event, failed), event.routing_key,
-                           event.message_id, event.attempt)
-
     async def _retry(self, message: Received, acks: AckWindow, event: Event, failed: Exception) -> None:
-        """A staged delivery that failed (its batch failed it, or its first try failed in the queue of a
-        serial store), in a task of its own (`_spawn`): the rest of its retry policy, then its outcome."""
+        """A staged delivery that failed (its first try, its batch's COMMIT, or its event when the batch was
+        applied again), in a task of its own (`_spawn`): the rest of its retry policy, then its outcome."""
         async with self._semaphore:
-            await self._retry_settle(message, acks, event, failed)
+            outcome = await self.delivery.handle(event, failed)
+            await self._settle(message, acks, outcome, event.routing_key, event.message_id, event.attempt)
 
     @staticmethod
     def _decode(message: Received) -> Event:

@@ -66,26 +66,26 @@ class _SqliteTransaction:
     Only BEGIN (which may wait for the lock) and COMMIT (which waits for the disk) leave the loop."""
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor  # one cursor for every statement: a new one per statement costs
+        self.cursor = cursor  # one cursor for every statement: a new one per statement costs
 
     async def write(self, sql: str, params: Params = ()) -> None:
-        self._cursor.execute(sql, params)
+        self.cursor.execute(sql, params)
 
     async def write_many(self, sql: str, rows: Iterable[Params]) -> None:
-        self._cursor.executemany(sql, rows)
+        self.cursor.executemany(sql, rows)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return self._cursor.execute(sql, params).rowcount
+        return self.cursor.execute(sql, params).rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        return self._cursor.executemany(sql, list(rows)).rowcount
+        return self.cursor.executemany(sql, list(rows)).rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self._cursor.execute(sql, params).fetchone()
+        row: Row | None = self.cursor.execute(sql, params).fetchone()
         return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = self._cursor.execute(sql, params).fetchall()
+        rows: list[Row] = self.cursor.execute(sql, params).fetchall()
         return rows
 
 
@@ -113,8 +113,7 @@ class SqliteStore:
         self.batch_max_wait = batch_max_wait
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
-        self._cursor: sqlite3.Cursor | None = None  # the loop's statements (the event's, not BEGIN or COMMIT)
-        self._transaction: _SqliteTransaction | None = None
+        self._transaction: _SqliteTransaction | None = None  # the loop's statements (the event's, not BEGIN or COMMIT)
         self._lock = asyncio.Lock()
         self._batch: Batch | None = None
         self._behind: asyncio.Future[None] | None = None  # the last statement handed to the store's thread
@@ -135,8 +134,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-sqlite")
         try:
             self._connection = await self._run(self._connect)
-            self._cursor = self._connection.cursor()
-            self._transaction = _SqliteTransaction(self._cursor)
+            self._transaction = _SqliteTransaction(self._connection.cursor())
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -190,7 +188,7 @@ class SqliteStore:
             if self._batch is not None:
                 await self._commit_locked(self._batch)  # whoever waits for it gets its answer
             connection, self._connection = self._connection, None
-            self._cursor = self._transaction = None
+            self._transaction = None
             if connection is not None:
                 await self._run(connection.close)
             self._executor.shutdown(wait=True)
@@ -214,18 +212,18 @@ class SqliteStore:
             rows: list[Row] = await self.call(lambda c: c.execute(sql, params).fetchall())
             return rows
 
-    def _guards(self, connection: sqlite3.Cursor, event: Event, applied_at: str) -> Verdict | None:
+    def _guards(self, cursor: sqlite3.Cursor, event: Event, applied_at: str) -> Verdict | None:
         """Record the event in the open savepoint, both guards at once: the message id unless seen (else a
         duplicate), then the entity's date unless the stored one is newer (else stale, and the caller rolls
         the savepoint back). Two writes instead of two reads and two writes; the handler's failure rolls
         them back with its own."""
-        inserted = connection.execute(
+        inserted = cursor.execute(
             "INSERT INTO consumer_applied (message_id, routing_key, applied_at) VALUES (?, ?, ?) "
             "ON CONFLICT DO NOTHING", (event.message_id, event.routing_key, applied_at)).rowcount
         if not inserted:
             return "duplicate"
         if event.entity is not None and event.date_key is not None:
-            moved = connection.execute(
+            moved = cursor.execute(
                 "INSERT INTO consumer_entity (organisation_id, entity, event_date, message_id) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (organisation_id, entity) DO UPDATE SET "
                 "event_date = excluded.event_date, message_id = excluded.message_id "
@@ -312,15 +310,16 @@ class SqliteStore:
         lock = self._lock
         await lock.acquire()  # not `async with`: this runs once per event, and the wrapper costs
         try:
-            connection, cursor = self._connection, self._cursor
-            if connection is None or cursor is None:
+            connection, transaction = self._connection, self._transaction
+            if connection is None or transaction is None:
                 raise UnsupportedOperation("the store is not open; call `await store.open()` first.")
+            cursor = transaction.cursor
             batch = self._batch or await self._begin(connection)
             cursor.execute("SAVEPOINT event")
             try:
                 verdict = self._guards(cursor, event, batch.applied_at)
                 if verdict is None:
-                    await work(self._transaction)  # type: ignore[arg-type]  # set with the cursor
+                    await work(transaction)
                     verdict = "applied"
                 elif verdict == "stale":
                     cursor.execute("ROLLBACK TO event")  # the message id recorded by the guard goes

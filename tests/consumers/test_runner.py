@@ -522,3 +522,25 @@ async def test_a_retry_cancelled_before_it_began_still_finishes_its_delivery(on_
     await asyncio.sleep(0)  # the task's done-callback
     assert on_sqlite._inflight == 0 and on_sqlite._idle.is_set() and not on_sqlite._tasks
     assert channel.acked == [] and channel.nacked == [] and "tries" not in stock_mode
+
+
+async def test_the_applier_cancelled_while_it_hands_a_delivery_back_leaves_the_count_at_zero(on_sqlite: Runner) -> None:
+    """Stopping: the applier nacks what is still queued; cancelled in that nack (the drain timed out), the
+    delivery and the one behind it stay unacked for the broker to redeliver, and nothing is counted twice."""
+    class SlowNack(AmqpChannel):
+        async def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True,
+                             wait: bool = True) -> None:
+            await asyncio.Event().wait()  # the nack never goes out
+
+    channel = SlowNack()
+    for tag in (1, 2):
+        await on_sqlite._on_delivery(deliver(channel, tag))
+    on_sqlite._stopping = True
+    applier = on_sqlite._applier
+    assert applier is not None
+    await asyncio.sleep(0.01)  # in the first nack
+    applier.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await applier
+    assert on_sqlite._inflight == 0 and on_sqlite._idle.is_set() and not on_sqlite._queue
+    assert channel.acked == [] and await seen(on_sqlite) == []
